@@ -62,6 +62,9 @@ PROTO_BY_NAME: Final[Mapping[str, Proto]] = {p.name: p for p in Proto}
 # low byte: 255 deny, 2-254 proxy listener priority, 1 plain allow, 0 synthetic allow-all.
 PRECEDENCE_DENY: Final = 255
 PRECEDENCE_REDIRECT: Final = 100
+# allow-localhost entries outrank redirects so host traffic (kubelet probes) bypasses L7 filtering
+# (reference §1.10 item 5); denies still win.
+PRECEDENCE_LOCALHOST: Final = 254
 PRECEDENCE_ALLOW: Final = 1
 PRECEDENCE_DEFAULT_ALLOW: Final = 0
 
@@ -186,10 +189,25 @@ class ResolvedPolicy:
     ingress_enforced: bool
     egress_enforced: bool
     audit: bool = False
-    l7: Mapping[tuple[Direction, int, int], L7Policy] = field(default_factory=dict)
-    """Keyed by (direction, proto, port) of every port whose entries redirect."""
+    l7: Mapping[tuple[Direction, int, int, int], L7Policy] = field(default_factory=dict)
+    """Keyed by (direction, proto, port, port_prefix) of every port block whose entries redirect."""
     cookies: Mapping[int, str] = field(default_factory=dict)
     """Rule cookie -> `CiliumNetworkPolicy ns/name ingress[0]`-style description."""
+    sources: Mapping[MapStateKey, tuple[str, ...]] = field(default_factory=dict)
+    """Every element that contributed to a key (for `policy get` and explanations)."""
+
+    def find_l7(self, direction: Direction, proto: int, port: int) -> L7Policy | None:
+        """The L7 rule set covering a redirected destination port, if any."""
+        best: tuple[int, L7Policy] | None = None
+        for (d, p, start, prefix), pol in self.l7.items():
+            if d != direction or p != proto:
+                continue
+            shift = 16 - prefix
+            if prefix and (port >> shift) != (start >> shift):
+                continue
+            if best is None or prefix > best[0]:
+                best = (prefix, pol)
+        return best[1] if best else None
 
 
 __all__ = [
@@ -197,6 +215,7 @@ __all__ = [
     "PRECEDENCE_ALLOW",
     "PRECEDENCE_DEFAULT_ALLOW",
     "PRECEDENCE_DENY",
+    "PRECEDENCE_LOCALHOST",
     "PRECEDENCE_REDIRECT",
     "PROTO_BY_NAME",
     "Direction",
