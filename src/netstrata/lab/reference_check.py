@@ -1,0 +1,325 @@
+"""Run scenarios through the reference datapath and report in the shared result shape.
+
+The result shape is FORMAT.md's: suite, mode, cases[id, status, reason, probes[...]], summary.
+Probes whose expectation this build cannot judge are `skipped` with the reason, never `passed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from netstrata.api import types as api
+from netstrata.errors import ManifestError, PolicyConflictError
+from netstrata.lab.cases import (
+    SKIP_VERDICTS,
+    Apply,
+    Delete,
+    Probe,
+    Relabel,
+    Scenario,
+    as_located,
+    clusters_for,
+)
+from netstrata.lab.simulate import ProbeOutcome, ReferenceLab, Request
+from netstrata.lab.topology import PlacedWorkload
+from netstrata.policy.rules import Catalog
+from netstrata.policy.types import Proto
+
+KAFKA_ACTIONS = {"produce": 0, "consume": 1, "fetch": 1, "metadata": 3}
+
+
+class ScenarioRunner:
+    """Applies a scenario's actions in order to a ReferenceLab and judges each probe."""
+
+    def __init__(self, sc: Scenario) -> None:
+        self.sc = sc
+        self.lab = ReferenceLab(sc.topology)
+        self.applied: dict[str, dict[str, Any]] = {}
+        """Current manifests by ref (k8s steps replace by namespace/name)."""
+
+    # ------------------------------------------------------------------ manifests
+
+    def _apply_all(self) -> None:
+        from netstrata.api import parse_documents
+
+        by_cluster: dict[str, list[dict[str, Any]]] = {c: [] for c in self.sc.topology.clusters}
+        for ref, m in self.applied.items():
+            del ref
+            for c in clusters_for(self.sc, m):
+                if c in by_cluster:
+                    by_cluster[c].append(m)
+        for cluster, manifests in by_cluster.items():
+            ms = parse_documents(as_located(manifests, f"{self.sc.source}#{self.sc.id}"))
+            catalog = Catalog(
+                services=tuple(
+                    replace(gs.service, cluster=cluster) for gs in self.sc.topology.services
+                ) + tuple(ms.services),
+                cidr_groups={g.name: g.cidrs for g in ms.cidr_groups},
+                cidr_group_labels={g.name: dict(g.labels) for g in ms.cidr_groups},
+            )
+            self.lab.apply(cluster, tuple(ms.cilium_policies), tuple(ms.network_policies), catalog)
+
+    def apply(self, action: Apply) -> None:
+        from netstrata.lab.cases import manifest_ref
+
+        for m in action.manifests:
+            self.applied[manifest_ref(m)] = m
+        self._apply_all()
+
+    def delete(self, action: Delete) -> None:
+        for ns, name in action.refs:
+            for ref in [r for r, m in self.applied.items()
+                        if (m.get("metadata") or {}).get("name") == name
+                        and (m.get("metadata") or {}).get("namespace") == ns]:
+                del self.applied[ref]
+        self._apply_all()
+
+    def relabel(self, action: Relabel) -> None:
+        topo = self.sc.topology
+        if action.pod is not None:
+            p = topo.workloads[action.pod]
+            w = replace(p.workload, labels=tuple(sorted(action.labels.items())))
+            topo.workloads[action.pod] = replace(p, workload=w)
+        else:
+            for key in list(topo.namespaces):
+                if key[1] == action.namespace:
+                    topo.namespaces[key] = dict(action.labels)
+        self.lab.rebuild_identities()
+        self.lab.reresolve()
+
+    # ------------------------------------------------------------------ probes
+
+    def _workload(self, ref: str) -> PlacedWorkload:
+        topo = self.sc.topology
+        if ref in topo.workloads:
+            return topo.workloads[ref]
+        for p in topo.workloads.values():
+            if p.workload.name == ref:
+                return p
+        raise KeyError(f"probe names unknown workload {ref!r}")
+
+    def _kube_dns(self, cluster: str) -> PlacedWorkload | None:
+        for p in self.sc.topology.workloads.values():
+            w = p.workload
+            if w.cluster == cluster and w.namespace == "kube-system" and dict(w.labels).get("k8s-app") == "kube-dns":
+                return p
+        return None
+
+    def _service_target(self, to: dict[str, Any], src: PlacedWorkload, port: int) -> tuple[str, int] | None:
+        topo = self.sc.topology
+        for gs in topo.services:
+            svc = gs.service
+            if svc.name != to["service"] or svc.namespace != to.get("namespace", "default"):
+                continue
+            target = port
+            for sp in svc.ports:
+                if sp.port == port and sp.target_port is not None:
+                    target = sp.target_port if isinstance(sp.target_port, int) else port
+            sel = dict(svc.selector or ())
+            backends = [
+                p for p in topo.pods()
+                if p.workload.namespace == svc.namespace and p.workload.cluster in gs.backends_in
+                and sel and all(dict(p.workload.labels).get(k) == v for k, v in sel.items())
+            ]
+            local = [b for b in backends if b.workload.cluster == src.workload.cluster]
+            chosen = (local or backends)
+            if chosen:
+                return chosen[0].ip, target
+            return None
+        return None
+
+    def _target(self, probe: Probe, src: PlacedWorkload, port: int) -> tuple[str | None, int, str | None]:
+        """(destination IP, destination port after DNAT, name to resolve via kube-dns)."""
+        to = probe.to
+        topo = self.sc.topology
+        if isinstance(to, str):
+            return self._workload(to).ip, port, None
+        if "service" in to:
+            t = self._service_target(to, src, port)
+            name = f"{to['service']}.{to.get('namespace', 'default')}.svc.cluster.local"
+            return (t[0], t[1], name) if t else (None, port, name)
+        if "fqdn" in to:
+            name = str(to["fqdn"]).rstrip(".").lower()
+            ips = topo.dns_records.get(name, ())
+            return (ips[0] if ips else None), port, name
+        if "ip" in to:
+            return str(to["ip"]), port, None
+        if "node" in to:
+            node = str(to["node"])
+            for (c, n), ip in topo.node_ips.items():
+                if n == node and c == src.workload.cluster:
+                    return ip, port, None
+            return topo.node_ip(src.workload.cluster, node), port, None
+        raise KeyError(f"unsupported probe target {to!r}")
+
+    def _request(self, probe: Probe, port: int, host: str | None) -> Request:
+        from netstrata.policy.l7 import HTTPRequest, KafkaRequest
+
+        raw = probe.raw
+        proto = probe.protocol
+        if proto == "icmp":
+            icmp = raw.get("icmp") or {}
+            family = icmp.get("family", "IPv4")
+            t = int(icmp.get("type", 8 if family == "IPv4" else 128))
+            return Request(int(Proto.ICMP if family == "IPv4" else Proto.ICMPV6), t << 8)
+        if proto == "dns":
+            dns = raw.get("dns") or {}
+            transport = str(dns.get("transport", "UDP")).upper()
+            qname = str(dns.get("query", "")).rstrip(".").lower() + "."
+            return Request(int(Proto[transport]), port, "dns", qname)
+        if proto in ("http", "grpc"):
+            http = raw.get("http") or {}
+            headers = dict(http.get("headers") or {})
+            if proto == "grpc":
+                g = raw.get("grpc") or {}
+                path = g.get("path") or f"/{g.get('service')}/{g.get('method')}"
+                method = "POST"
+                headers.setdefault("content-type", "application/grpc")
+            else:
+                path = http.get("path", "/")
+                method = http.get("method", "GET")
+            h = http.get("host") or host
+            hdrs = tuple((str(k), str(v)) for k, v in headers.items())
+            return Request(int(Proto.TCP), port, "http", HTTPRequest(method, path, h, hdrs))
+        if proto == "kafka":
+            k = raw.get("kafka") or {}
+            action = str(k.get("action", "produce")).lower()
+            topics = (k["topic"],) if k.get("topic") else ()
+            return Request(int(Proto.TCP), port, "kafka",
+                           KafkaRequest(KAFKA_ACTIONS.get(action, 0), 0, k.get("client_id"), topics))
+        return Request(int(Proto.TCP), port)
+
+    def _dns_lookup(self, src: PlacedWorkload, name: str) -> ProbeOutcome | None:
+        """Resolve `name` through kube-dns as the pod would; learn FQDN IPs. None = no DNS pod."""
+        dns = self._kube_dns(src.workload.cluster)
+        if dns is None:
+            return None
+        qname = name.rstrip(".") + "."
+        out = self.lab.walk(src, dns.ip, Request(int(Proto.UDP), 53, "dns", qname))
+        if out.got in ("allowed", "audited") and out.proxied:
+            self.lab.learn_fqdn(src.workload.cluster, qname, self.sc.topology.dns_records.get(name.rstrip("."), ()))
+        return out
+
+    def run_probe(self, probe: Probe) -> ProbeOutcome:
+        src = self._workload(probe.src)
+        port = int(probe.port) if probe.port is not None else 0
+        dst_ip, dport, name = self._target(probe, src, port)
+        if probe.raw.get("resolve") == "kube-dns" and name and "fqdn" in (probe.to if isinstance(probe.to, dict) else {}):
+            dns = self._dns_lookup(src, name)
+            if dns is not None and dns.got not in ("allowed", "audited"):
+                dns.steps.insert(0, dns.steps[0] if dns.steps else None)  # type: ignore[arg-type]
+                dns.steps = [s for s in dns.steps if s is not None]
+                return dns
+        if dst_ip is None:
+            return ProbeOutcome("app-error", None, None, detail_reason("name does not resolve"))
+        host = name if name and "fqdn" in (probe.to if isinstance(probe.to, dict) else {}) else None
+        req = self._request(probe, dport, host)
+        if probe.protocol == "https":
+            req = Request(int(Proto.TCP), dport)
+        return self.lab.walk(src, dst_ip, req)
+
+
+def detail_reason(text: str) -> str:
+    return text
+
+
+def _probe_record(probe: Probe, out: ProbeOutcome | None, status: str, reason: str | None) -> dict[str, Any]:
+    to = probe.to if isinstance(probe.to, str) else probe.to
+    return {
+        "step": probe.step,
+        "id": probe.id,
+        "from": probe.src,
+        "to": to,
+        "port": probe.port,
+        "protocol": probe.protocol.upper() if probe.protocol in ("tcp", "udp", "sctp") else probe.protocol,
+        "l7": _l7_of(probe),
+        "expect": probe.expect,
+        "got": out.got if out else None,
+        "layer": out.layer if out else None,
+        "rule": out.rule if out else None,
+        "direction": out.direction if out else None,
+        "drop_reason": out.drop_reason if out else None,
+        "status": status,
+        "reason": reason,
+    }
+
+
+def _l7_of(probe: Probe) -> dict[str, Any] | None:
+    for key in ("http", "grpc", "kafka", "dns", "icmp"):
+        if key in probe.raw:
+            return {key: probe.raw[key]}
+    return None
+
+
+def _judge(probe: Probe, out: ProbeOutcome) -> tuple[str, str | None]:
+    if probe.expect is None:
+        return "passed", None
+    if out.got != probe.expect:
+        return "failed", f"expected {probe.expect}, got {out.got}"
+    if probe.expect == "dropped" and probe.expect_direction and out.direction != probe.expect_direction:
+        return "failed", f"dropped at {out.direction}, expected at {probe.expect_direction}"
+    if probe.expect == "dropped" and probe.expect_reason and out.drop_reason != probe.expect_reason:
+        return "failed", f"drop reason {out.drop_reason}, expected {probe.expect_reason}"
+    return "passed", None
+
+
+def _rejection(sc: Scenario, exc: Exception) -> dict[str, Any]:
+    if sc.expect_apply and sc.expect_apply.get("result") == "rejected":
+        want = str(sc.expect_apply.get("error", ""))
+        ok = want.lower() in str(exc).lower()
+        return {"id": sc.id, "status": "passed" if ok else "failed",
+                "reason": None if ok else f"rejected with a different error: {exc}", "probes": []}
+    return {"id": sc.id, "status": "failed", "reason": f"policies did not apply: {exc}", "probes": []}
+
+
+def run_scenario(sc: Scenario) -> dict[str, Any]:
+    """Run every action of a scenario in order; judge each probe."""
+    runner = ScenarioRunner(sc)
+    probes: list[dict[str, Any]] = []
+    for action in sc.actions:
+        try:
+            if isinstance(action, Apply):
+                runner.apply(action)
+            elif isinstance(action, Delete):
+                runner.delete(action)
+            elif isinstance(action, Relabel):
+                runner.relabel(action)
+        except (ManifestError, PolicyConflictError) as exc:
+            return _rejection(sc, exc)
+        if not isinstance(action, Probe):
+            continue
+        if action.expect in SKIP_VERDICTS:
+            probes.append(_probe_record(action, None, "skipped", SKIP_VERDICTS[action.expect]))
+            continue
+        out = runner.run_probe(action)
+        status, reason = _judge(action, out)
+        probes.append(_probe_record(action, out, status, reason))
+    if sc.expect_apply and sc.expect_apply.get("result") == "rejected":
+        return {"id": sc.id, "status": "failed", "reason": "expected the policies to be rejected",
+                "probes": probes}
+    return _case_record(sc, probes)
+
+
+def _case_record(sc: Scenario, probes: list[dict[str, Any]]) -> dict[str, Any]:
+    statuses = {p["status"] for p in probes}
+    if "failed" in statuses:
+        n = sum(1 for p in probes if p["status"] == "failed")
+        status, reason = "failed", f"{n} probe(s) disagree with the expectation"
+    elif "passed" in statuses or not probes:
+        status, reason = "passed", None
+    else:
+        status, reason = "skipped", probes[0]["reason"]
+    return {"id": sc.id, "status": status, "reason": reason, "probes": probes}
+
+
+def check_report(suite: str, scenarios: list[Scenario], mode: str = "reference") -> dict[str, Any]:
+    cases = [run_scenario(sc) for sc in scenarios]
+    summary = {"passed": 0, "failed": 0, "skipped": 0,
+               "probes": sum(len(c["probes"]) for c in cases)}
+    for c in cases:
+        summary[c["status"]] += 1
+    return {"suite": suite, "mode": mode, "cases": cases, "summary": summary}
+
+
+__all__ = ["ScenarioRunner", "check_report", "run_scenario", "api"]

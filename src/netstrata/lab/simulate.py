@@ -1,0 +1,311 @@
+"""The reference run of a lab: every cluster's policy engine plus the reference datapath.
+
+This is what `netstrata policy check` and `policy trace` execute: no sockets, no kernel. A probe
+is walked the way a packet would go: DNS lookup through kube-dns when the probe resolves a name
+(learning toFQDNs IPs when the DNS proxy sees the answer), egress policy of the source endpoint,
+the proxy for a redirected egress port, ingress policy of the destination endpoint, the proxy for
+a redirected ingress port. Each step's decision, and the rule that made it, is recorded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from netstrata.agent.engine import (
+    HOST,
+    KUBE_APISERVER,
+    REMOTE_NODE,
+    WORLD,
+    ClusterPolicyEngine,
+    Endpoint,
+    IdentityFacts,
+    named_ports_of,
+)
+from netstrata.api import types as api
+from netstrata.datapath.reference._lookup import LookupResult, policy_lookup
+from netstrata.datapath.reference.l7 import l7_check
+from netstrata.lab.topology import PlacedWorkload, Topology
+from netstrata.labels import Label, LabelSet
+from netstrata.policy.rules import Catalog, InternalRule
+from netstrata.policy.types import Direction, Proto, ResolvedPolicy
+
+RESERVED_LABELS: Mapping[int, tuple[str, ...]] = {
+    1: ("host",),
+    2: ("world",),
+    3: ("unmanaged",),
+    4: ("health",),
+    5: ("init",),
+    6: ("remote-node",),
+    7: ("kube-apiserver", "remote-node"),
+    8: ("ingress",),
+}
+
+
+def reserved_identities() -> dict[int, LabelSet]:
+    return {i: LabelSet(Label("reserved", n) for n in names) for i, names in RESERVED_LABELS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One decision on the way of a probe."""
+
+    layer: str
+    """`l3l4` or `l7`."""
+    direction: str
+    allowed: bool
+    rule: str | None
+    detail: str
+    audited: bool = False
+    drop_reason: str | None = None
+
+
+@dataclass
+class ProbeOutcome:
+    got: str
+    layer: str | None = None
+    rule: str | None = None
+    direction: str | None = None
+    drop_reason: str | None = None
+    proxied: bool = False
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a probe sends, protocol-agnostic. `l7` is an HTTPRequest/KafkaRequest/qname or None."""
+
+    proto: int
+    port: int
+    parser: str | None = None
+    l7: object | None = None
+
+
+class ReferenceLab:
+    def __init__(self, topology: Topology, pod_identity_labels: PodLabelFn | None = None) -> None:
+        self.topology = topology
+        self.facts = IdentityFacts()
+        self.identities: dict[int, LabelSet] = dict(reserved_identities())
+        self.identity_of: dict[str, int] = {}
+        self._label_fn = pod_identity_labels or default_pod_labels
+        self._next: dict[int, int] = {}
+        self.engines: dict[str, ClusterPolicyEngine] = {}
+        self.fqdn_ips: dict[str, dict[str, int]] = {}
+        self.catalogs: dict[str, Catalog] = {}
+        self.manifests: dict[str, tuple[tuple[api.CiliumPolicy, ...], tuple[api.NetworkPolicy, ...]]] = {}
+        self.rebuild_identities()
+
+    # ------------------------------------------------------------------ identities and endpoints
+
+    def _allocate(self, cluster_id: int, labels: LabelSet) -> int:
+        for ident, existing in self.identities.items():
+            if existing == labels:
+                return ident
+        base = (cluster_id << 16) if cluster_id else 256
+        nxt = self._next.get(cluster_id, base + 1 if cluster_id else 256)
+        self._next[cluster_id] = nxt + 1
+        self.identities[nxt] = labels
+        return nxt
+
+    def rebuild_identities(self) -> None:
+        """(Re)compute pod identities from current labels; keeps engines' caches current."""
+        self.facts.ips.clear()
+        self.facts.ports.clear()
+        for p in self.topology.pods():
+            w = p.workload
+            ns_labels = self.topology.namespaces.get((w.cluster, w.namespace), {})
+            labels = self._label_fn(w, ns_labels)
+            ident = self._allocate(self.topology.cluster_index(w.cluster), labels)
+            self.identity_of[p.ref] = ident
+            self.facts.ips.setdefault(ident, set()).update(p.ips)
+            for name, pps in named_ports_of(w).items():
+                self.facts.ports.setdefault(ident, {}).setdefault(name, set()).update(pps)
+        live = set(self.identity_of.values()) | set(RESERVED_LABELS)
+        for ident in [i for i in self.identities if i not in live]:
+            del self.identities[ident]
+        for engine in self.engines.values():
+            self._sync_engine_identities(engine)
+
+    def _sync_engine_identities(self, engine: ClusterPolicyEngine) -> None:
+        for ident, labels in self.identities.items():
+            engine.cache.upsert_identity(ident, labels)
+        for ident in [i for i in engine.cache.identities if i < 0x01000000 and i not in self.identities]:
+            engine.cache.remove_identity(ident)
+        engine.cache.refresh()
+        engine.endpoints.clear()
+        for i, p in enumerate(self.topology.pods(), start=1):
+            if p.workload.cluster != engine.config.cluster:
+                continue
+            ident = self.identity_of[p.ref]
+            engine.add_endpoint(
+                Endpoint(i, p.workload, ident, self.identities[ident], p.ips, named_ports_of(p.workload))
+            )
+
+    def engine(self, cluster: str) -> ClusterPolicyEngine:
+        eng = self.engines.get(cluster)
+        if eng is None:
+            spec = self.topology.clusters[cluster]
+            eng = ClusterPolicyEngine(spec.config, {}, self.facts)
+            self.engines[cluster] = eng
+            self._sync_engine_identities(eng)
+        return eng
+
+    def apply(self, cluster: str, cilium: tuple[api.CiliumPolicy, ...],
+              k8s: tuple[api.NetworkPolicy, ...], catalog: Catalog) -> None:
+        eng = self.engine(cluster)
+        rules: list[InternalRule] = eng.translate(cilium, k8s, catalog)
+        eng.apply_rules(rules)
+        self.catalogs[cluster] = catalog
+        self.manifests[cluster] = (cilium, k8s)
+
+    def reresolve(self) -> None:
+        for cluster, (cilium, k8s) in self.manifests.items():
+            self.apply(cluster, cilium, k8s, self.catalogs[cluster])
+
+    # ------------------------------------------------------------------ ipcache
+
+    def ipcache(self, cluster: str, node: str | None, ip: str) -> int:
+        """Identity of `ip` as an agent on `node` of `cluster` sees it (miss = world)."""
+        owner = self.topology.owner_of_ip(ip)
+        if owner is not None and owner.workload.kind == "pod":
+            return self.identity_of[owner.ref]
+        for (c, n), node_ip in self.topology.node_ips.items():
+            if node_ip == ip:
+                return HOST if (c == cluster and n == node) else REMOTE_NODE
+        if self.topology.apiserver_ips.get(cluster) == ip:
+            return KUBE_APISERVER
+        eng = self.engine(cluster)
+        learned = self.fqdn_ips.get(cluster, {})
+        if ip in learned:
+            return learned[ip]
+        addr = ipaddress.ip_address(ip)
+        best: tuple[int, int] | None = None
+        for prefix, ident in eng.cidr_prefixes().items():
+            net = ipaddress.ip_network(prefix)
+            if addr in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, ident)
+        return best[1] if best else WORLD
+
+    # ------------------------------------------------------------------ policy walk
+
+    def endpoint_policy(self, p: PlacedWorkload) -> ResolvedPolicy | None:
+        if p.workload.kind != "pod":
+            return None
+        eng = self.engine(p.workload.cluster)
+        for ep in eng.endpoints.values():
+            if ep.workload is p.workload or (ep.ref == f"{p.workload.namespace}/{p.workload.name}"
+                                            and ep.ips == p.ips):
+                return eng.state.policies.get(ep.endpoint_id)
+        return None
+
+    def _l34(self, policy: ResolvedPolicy, direction: Direction, peer: int,
+             req: Request) -> tuple[LookupResult, bool]:
+        enforced = policy.ingress_enforced if direction == Direction.INGRESS else policy.egress_enforced
+        result = policy_lookup(policy.entries, direction, peer, req.proto, req.port)
+        del enforced
+        audited = not result.allowed and policy.audit
+        return result, audited
+
+    def walk(self, src: PlacedWorkload, dst_ip: str, req: Request) -> ProbeOutcome:
+        """Walk one connection/request from `src` to `dst_ip` and decide it."""
+        out = ProbeOutcome("allowed")
+        dst = self.topology.owner_of_ip(dst_ip)
+        src_cluster = src.workload.cluster
+        src_node = src.workload.node
+        for direction, subject, peer_ip, view in (
+            (Direction.EGRESS, src, dst_ip, (src_cluster, src_node)),
+            (Direction.INGRESS, dst, self._source_ip(src, dst), None),
+        ):
+            if subject is None:
+                continue
+            policy = self.endpoint_policy(subject)
+            if policy is None:
+                continue
+            if view is None:
+                view = (subject.workload.cluster, subject.workload.node)
+            peer = self.ipcache(view[0], view[1], peer_ip)
+            result, audited = self._l34(policy, direction, peer, req)
+            dname = direction.name.lower()
+            rule = policy.cookies.get(result.entry.cookie) if result.entry else None
+            if not result.allowed and not audited:
+                reason = result.drop_reason.name if result.drop_reason else None
+                out.steps.append(Step("l3l4", dname, False, rule, f"peer identity {peer}", drop_reason=reason))
+                return ProbeOutcome("dropped", "l3l4", rule, dname, reason, out.proxied, out.steps)
+            out.steps.append(Step("l3l4", dname, True, rule, f"peer identity {peer}", audited=audited))
+            if audited:
+                out.got = "audited"
+                out.layer, out.rule = "l3l4", rule
+                continue
+            out.layer = out.layer or "l3l4"
+            out.rule = rule
+            if result.proxy_port:
+                out.proxied = True
+                l7 = policy.find_l7(direction, req.proto, req.port)
+                if l7 is not None and req.l7 is not None and req.parser == l7.parser:
+                    verdict = l7_check(l7, peer, req.l7)
+                    l7rule = policy.cookies.get(verdict.cookie) if verdict.cookie else None
+                    out.steps.append(Step("l7", dname, verdict.allowed, l7rule, f"{l7.parser} rules"))
+                    if not verdict.allowed:
+                        return ProbeOutcome("denied-l7", "l7", rule, dname, None, True, out.steps)
+                    out.layer, out.rule = "l7", l7rule or rule
+                elif l7 is not None and req.parser != l7.parser:
+                    # The proxy cannot parse this protocol as the rules' L7 type: it refuses it.
+                    out.steps.append(Step("l7", dname, False, rule, f"not {l7.parser} traffic"))
+                    return ProbeOutcome("denied-l7", "l7", rule, dname, None, True, out.steps)
+        return out
+
+    def _source_ip(self, src: PlacedWorkload, dst: PlacedWorkload | None) -> str:
+        return src.ip
+
+
+PodLabelFn = "Callable[[api.Workload, dict[str, str]], LabelSet]"
+
+
+def default_pod_labels(w: api.Workload, ns_labels: Mapping[str, str]) -> LabelSet:
+    """Identity labels of a pod (reference §1.9, §2.3): its labels plus Cilium's derived labels."""
+    try:
+        from netstrata.identity import identity_labels_for_pod
+
+        return identity_labels_for_pod(dict(w.labels), w.namespace, dict(ns_labels), w.service_account, w.cluster)
+    except ImportError:
+        pass
+    labels = [Label("k8s", k, v) for k, v in w.labels]
+    labels.append(Label("k8s", "io.kubernetes.pod.namespace", w.namespace))
+    labels.append(Label("k8s", "io.cilium.k8s.policy.serviceaccount", w.service_account))
+    labels.append(Label("k8s", "io.cilium.k8s.policy.cluster", w.cluster))
+    for k, v in ns_labels.items():
+        labels.append(Label("k8s", f"io.cilium.k8s.namespace.labels.{k}", v))
+    return LabelSet(labels)
+
+
+__all__ = ["ProbeOutcome", "ReferenceLab", "Request", "Step", "Proto"]
+
+
+def _fqdn_selectors(rules: tuple[InternalRule, ...]) -> set[str]:
+    from netstrata.policy.peers import FQDNPeer
+
+    return {p.selector_string for r in rules for el in r.elements for p in el.peers
+            if isinstance(p, FQDNPeer)}
+
+
+def _learn_fqdn(self: ReferenceLab, cluster: str, qname: str, ips: tuple[str, ...]) -> None:
+    """What the DNS proxy does with an allowed answer (reference §6): label the answer's IPs
+    `fqdn:<selector>` for every registered selector matching the name, then re-resolve."""
+    from netstrata.fqdn import selector_string_matches
+
+    eng = self.engine(cluster)
+    matching = sorted(s for s in _fqdn_selectors(eng.state.rules) if selector_string_matches(s, qname))
+    if not matching:
+        return
+    labels = LabelSet([Label("reserved", "world"), *(Label("fqdn", s) for s in matching)])
+    learned = self.fqdn_ips.setdefault(cluster, {})
+    for ip in ips:
+        owner = self.topology.owner_of_ip(ip)
+        if owner is not None and owner.workload.kind == "pod":
+            continue  # toFQDNs never applies to cluster IPs
+        learned[ip] = eng.allocate_local(labels)
+    self.reresolve()
+
+
+ReferenceLab.learn_fqdn = _learn_fqdn  # type: ignore[attr-defined]
