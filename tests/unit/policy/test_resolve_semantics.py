@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import HOST, WORLD, cnp, pod_labels, sel, tcp, verdict
+from policyworld import HOST, WORLD, cnp, pod_labels, sel, tcp, verdict
 
 from netstrata.api import types as api
 from netstrata.datapath.drop_reasons import DropReason
