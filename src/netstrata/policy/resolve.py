@@ -27,6 +27,7 @@ from typing import Literal, Protocol
 
 from netstrata.errors import PolicyConflictError
 from netstrata.labels import LabelSet
+from netstrata.policy.peers import LabelPeer
 from netstrata.policy.rules import Element, InternalRule, PortGroup, PortSpec
 from netstrata.policy.selector_cache import SelectorCache
 from netstrata.policy.types import (
@@ -127,6 +128,7 @@ class Resolver:
         self.config = config or PolicyConfig()
         self.peer_ports = peer_ports or _NoPeerPorts()
         self._cookies: dict[str, int] = {}
+        self._by_identity: dict[int, list[InternalRule]] | None = None
         self.revision = 0
 
     def cookie(self, description: str) -> int:
@@ -136,7 +138,40 @@ class Resolver:
         return c
 
     def selecting_rules(self, labels: LabelSet, identity: int) -> list[InternalRule]:
-        return [r for r in self.rules if r.subject is not None and r.subject.matches(labels)]
+        """Rules whose subject selects this endpoint (via the selector cache when it knows
+        the identity, so thousands of rules are not matched one by one)."""
+        if self.cache.identities.get(identity) != labels:
+            return [r for r in self.rules if r.subject is not None and r.subject.matches(labels)]
+        if self._by_identity is None:
+            index: dict[int, list[InternalRule]] = defaultdict(list)
+            for rule in self.rules:
+                if rule.subject is not None:
+                    for ident in self.cache.select(LabelPeer(rule.subject)):
+                        index[ident].append(rule)
+            self._by_identity = index
+        return list(self._by_identity.get(identity, ()))
+
+    def identity_changed(self, identity: int, changed_selectors: set[str]) -> set[int]:
+        """Keep the subject index current after the selector cache changed; returns the
+        identities whose policy must be re-resolved (they use a changed selector)."""
+        affected: set[int] = set()
+        for rule in self.rules:
+            if rule.subject is None:
+                continue
+            subject = LabelPeer(rule.subject).canonical()
+            if self._by_identity is not None and subject in changed_selectors:
+                members = self._by_identity.setdefault(identity, [])
+                if identity in self.cache.select(LabelPeer(rule.subject)):
+                    if rule not in members:
+                        members.append(rule)
+                        members.sort(key=self.rules.index)
+                elif rule in members:
+                    members.remove(rule)
+            if subject in changed_selectors or any(
+                p.canonical() in changed_selectors for el in rule.elements for p in el.peers
+            ):
+                affected |= self.cache.select(LabelPeer(rule.subject))
+        return affected
 
     # ------------------------------------------------------------------ expansion
 
