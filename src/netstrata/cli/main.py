@@ -21,7 +21,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netstrata.cli.demo_cmd",
     "netstrata.cli.policy_cmd",
     "netstrata.cli.identity_cmd",
-    "netstrata.cli.endpoint_cmd",
     "netstrata.cli.mesh_cmd",
     "netstrata.cli.lab_cmd",
     "netstrata.cli.bench_cmd",
