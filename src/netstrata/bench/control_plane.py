@@ -151,12 +151,19 @@ def run(endpoints: int, identities: int, policies: int, progress: Callable[[str]
 
 def _reresolve_changed(resolver: Resolver, rules: list[InternalRule], changed: set[str],
                        eps: list[EndpointInfo], new_identity: int) -> int:
-    """Re-resolve only identities whose rules use a changed selector."""
+    """Apply a new identity incrementally: endpoints whose policy uses a changed selector get
+    only the keys for the new identity; the new identity's own endpoint is resolved in full."""
     del rules
     affected = resolver.identity_changed(new_identity, changed)
     seen = set()
     for ep in eps:
-        if ep.identity in affected and ep.identity not in seen:
-            seen.add(ep.identity)
+        if ep.identity in seen:
+            continue
+        if ep.identity == new_identity:
             resolver.resolve(ep)
+        elif ep.identity in affected:
+            resolver.add_identity(ep.endpoint_id, new_identity)
+        else:
+            continue
+        seen.add(ep.identity)
     return len(seen)

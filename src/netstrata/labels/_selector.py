@@ -10,7 +10,7 @@ equal and share one canonical string, which the selector cache interns.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from netstrata.labels._label import SOURCE_ANY, LabelSet, split_source
@@ -60,6 +60,12 @@ class Selector:
     requirements: tuple[Requirement, ...] = ()
     all_: bool = False
     """The `all` entity / `reserved:all` wildcard: matches every identity including world."""
+    _canonical: str = field(default="", compare=False, repr=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # Computed once: the selector cache and incremental updates compare selectors by
+        # this string many thousands of times.
+        object.__setattr__(self, "_canonical", self._render())
 
     @classmethod
     def make(cls, requirements: Iterable[Requirement], all_: bool = False) -> Selector:
@@ -109,6 +115,9 @@ class Selector:
 
     def canonical(self) -> str:
         """A stable string naming this selector (used for interning and in explanations)."""
+        return self._canonical
+
+    def _render(self) -> str:
         if self.all_:
             return "reserved:all"
         if not self.requirements:

@@ -108,6 +108,22 @@ def port_blocks(start: int, end: int) -> list[tuple[int, int]]:
     return blocks
 
 
+@dataclass(slots=True)
+class _Computed:
+    """What resolve() worked out for one endpoint, kept for incremental updates."""
+
+    ep: EndpointInfo
+    selecting: list[InternalRule]
+    enforced: dict[Direction, bool]
+    merged: dict[MapStateKey, MapStateEntry]
+    """Merged entries before deny shadowing."""
+    sources: dict[MapStateKey, tuple[str, ...]]
+    contribs: dict[MapStateKey, list[_Contribution]]
+    parsers: dict[MapStateKey, str]
+    policy: ResolvedPolicy
+    denies: list[tuple[MapStateKey, MapStateEntry]] | None = None
+
+
 class _NoPeerPorts:
     def named_ports(self, identity: int) -> NamedPorts:
         return {}
@@ -128,13 +144,17 @@ class Resolver:
         self.config = config or PolicyConfig()
         self.peer_ports = peer_ports or _NoPeerPorts()
         self._cookies: dict[str, int] = {}
+        self._cookie_names: dict[int, str] = {}
         self._by_identity: dict[int, list[InternalRule]] | None = None
+        self._computed: dict[int, _Computed] = {}
+        self._uses: list[set[str]] | None = None
         self.revision = 0
 
     def cookie(self, description: str) -> int:
         c = self._cookies.get(description)
         if c is None:
             c = self._cookies[description] = len(self._cookies) + 1
+            self._cookie_names[c] = description
         return c
 
     def selecting_rules(self, labels: LabelSet, identity: int) -> list[InternalRule]:
@@ -155,10 +175,14 @@ class Resolver:
         """Keep the subject index current after the selector cache changed; returns the
         identities whose policy must be re-resolved (they use a changed selector)."""
         affected: set[int] = set()
-        for rule in self.rules:
+        if self._uses is None:
+            self._uses = [
+                {p.canonical() for el in r.elements for p in el.peers} for r in self.rules
+            ]
+        for rule, uses in zip(self.rules, self._uses, strict=True):
             if rule.subject is None:
                 continue
-            subject = LabelPeer(rule.subject).canonical()
+            subject = rule.subject.canonical()
             if self._by_identity is not None and subject in changed_selectors:
                 members = self._by_identity.setdefault(identity, [])
                 if identity in self.cache.select(LabelPeer(rule.subject)):
@@ -167,9 +191,7 @@ class Resolver:
                         members.sort(key=self.rules.index)
                 elif rule in members:
                     members.remove(rule)
-            if subject in changed_selectors or any(
-                p.canonical() in changed_selectors for el in rule.elements for p in el.peers
-            ):
+            if subject in changed_selectors or not uses.isdisjoint(changed_selectors):
                 affected |= self.cache.select(LabelPeer(rule.subject))
         return affected
 
@@ -365,17 +387,83 @@ class Resolver:
         parsers: dict[MapStateKey, str] = {}
         ing = self._direction(Direction.INGRESS, selecting, ep, entries, sources, contribs, parsers)
         egr = self._direction(Direction.EGRESS, selecting, ep, entries, sources, contribs, parsers)
+        merged = dict(entries)
         self._shadow_denies(entries)
+        entries = dict(sorted(entries.items()))
         l7 = self._l7_sets(entries, contribs, parsers)
-        used = {e.cookie for e in entries.values()} | {
-            le.cookie for pol in l7.values() for le in pol.entries
-        }
-        names = {v: k for k, v in self._cookies.items() if v in used}
+        policy = self._package(ep, entries, ing, egr, l7, sources)
+        self._computed[ep.endpoint_id] = _Computed(
+            ep, selecting, {Direction.INGRESS: ing, Direction.EGRESS: egr}, merged, sources,
+            contribs, parsers, policy)
+        return policy
+
+    def add_identity(self, endpoint_id: int, identity: int) -> ResolvedPolicy:
+        """Incremental update after `identity` appeared in the selector cache.
+
+        Only keys for the new identity are computed and merged (Cilium's incremental MapState
+        add): the endpoint's other keys are untouched, so the cost does not grow with the
+        size of its policy. The endpoint must have been resolved by this resolver before.
+        """
+        comp = self._computed[endpoint_id]
+        fresh: dict[MapStateKey, list[_Contribution]] = defaultdict(list)
+        for rule in comp.selecting:
+            for el in rule.elements:
+                if not comp.enforced[el.direction]:
+                    continue
+                if not any(not p.is_wildcard and identity in self.cache.select(p) for p in el.peers):
+                    continue
+                if el.port_groups is None:
+                    fresh[MapStateKey(el.direction, identity)].append(
+                        _Contribution(el.deny, None, (), el.description))
+                    continue
+                for group in el.port_groups:
+                    self._expand_group(el, group, identity, comp.ep, fresh)
+        if not fresh:
+            return comp.policy
+        entries = dict(comp.policy.entries)
+        for key, cs in fresh.items():
+            comp.contribs[key] = [*comp.contribs.get(key, ()), *cs]
+            entry, parser = self._merge(key, comp.contribs[key])
+            comp.merged[key] = entry
+            comp.sources[key] = tuple(sorted({c.description for c in comp.contribs[key]}))
+            if parser:
+                comp.parsers[key] = parser
+            entries[key] = entry
+        if comp.denies is None or any(e.deny for e in (comp.merged[k] for k in fresh)):
+            comp.denies = [(k, e) for k, e in comp.merged.items() if e.deny]
+        denies = comp.denies
+        for key in fresh:
+            if not entries[key].deny:
+                for dk, de in denies:
+                    if dk.covers(key):
+                        entries[key] = MapStateEntry(deny=True, precedence=PRECEDENCE_DENY, cookie=de.cookie)
+                        break
+        l7 = comp.policy.l7
+        if comp.parsers and any(
+            entries[k].is_redirect or any(pk[0] == k.direction for pk in l7) for k in fresh
+        ):
+            l7 = self._l7_sets(entries, comp.contribs, comp.parsers)
+        ing, egr = comp.enforced[Direction.INGRESS], comp.enforced[Direction.EGRESS]
+        comp.policy = self._package(comp.ep, entries, ing, egr, l7, comp.sources)
+        return comp.policy
+
+    def _package(
+        self,
+        ep: EndpointInfo,
+        entries: dict[MapStateKey, MapStateEntry],
+        ing: bool,
+        egr: bool,
+        l7: Mapping[tuple[Direction, int, int, int], L7Policy],
+        sources: dict[MapStateKey, tuple[str, ...]],
+    ) -> ResolvedPolicy:
+        # One cookie table per resolver, shared by every policy it produced (cookies are
+        # unique within a resolver), so packaging does not walk every entry.
+        names = self._cookie_names
         return ResolvedPolicy(
             endpoint_id=ep.endpoint_id,
             identity=ep.identity,
             revision=self.revision,
-            entries=dict(sorted(entries.items())),
+            entries=entries,
             ingress_enforced=ing,
             egress_enforced=egr,
             audit=ep.audit or self.config.audit_mode,
