@@ -113,6 +113,7 @@ def run(endpoints: int, identities: int, policies: int, progress: Callable[[str]
     resolver = Resolver(rules, cache, PolicyConfig())  # type: ignore[arg-type]
     progress("full resolve")
     t_full, nkeys = _timed(lambda: _resolve_all(resolver, syn.endpoints))
+    resolver.prepare()
     progress("peak memory of a second full resolve (tracemalloc, slower)")
     tracemalloc.start()
     _resolve_all(Resolver(rules, cache, PolicyConfig()), syn.endpoints)  # type: ignore[arg-type]

@@ -175,11 +175,8 @@ class Resolver:
         """Keep the subject index current after the selector cache changed; returns the
         identities whose policy must be re-resolved (they use a changed selector)."""
         affected: set[int] = set()
-        if self._uses is None:
-            self._uses = [
-                {p.canonical() for el in r.elements for p in el.peers} for r in self.rules
-            ]
-        for rule, uses in zip(self.rules, self._uses, strict=True):
+        self.prepare()
+        for rule, uses in zip(self.rules, self._uses or (), strict=True):
             if rule.subject is None:
                 continue
             subject = rule.subject.canonical()
@@ -194,6 +191,13 @@ class Resolver:
             if subject in changed_selectors or not uses.isdisjoint(changed_selectors):
                 affected |= self.cache.select(LabelPeer(rule.subject))
         return affected
+
+    def prepare(self) -> None:
+        """Build the indexes incremental updates use (done once, lazily)."""
+        if self._uses is None:
+            self._uses = [
+                {p.canonical() for el in r.elements for p in el.peers} for r in self.rules
+            ]
 
     # ------------------------------------------------------------------ expansion
 

@@ -29,6 +29,12 @@ class SelectorCache:
         self._by_key: dict[str, set[int]] = defaultdict(set)
         self._selectors: dict[str, PeerSelector] = {}
         self._selections: dict[str, frozenset[int]] = {}
+        # Reverse index: a selector is filed under one "anchor" requirement it cannot match
+        # without (an In value or an Exists key), so a new identity is tested only against
+        # selectors that could select it.
+        self._anchored_kv: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._anchored_key: dict[str, set[str]] = defaultdict(set)
+        self._unanchored: set[str] = set()
         self.revision = 0
 
     # ------------------------------------------------------------------ identities
@@ -53,7 +59,14 @@ class SelectorCache:
         self._identities[identity] = labels
         self._index(identity, labels, add=True)
         changed = set()
-        for key, sel in self._selectors.items():
+        candidates = set(self._unanchored)
+        for lb in labels:
+            candidates |= self._anchored_kv.get((lb.key, lb.value), set())
+            candidates |= self._anchored_key.get(lb.key, set())
+        if old is not None:  # a relabel may drop the identity from any selection
+            candidates |= {k for k, ids in self._selections.items() if identity in ids}
+        for key in candidates:
+            sel = self._selectors[key]
             now = sel.selects(identity, labels, self._facts)
             had = identity in self._selections[key]
             if now != had:
@@ -113,8 +126,22 @@ class SelectorCache:
         cached = self._selections.get(key)
         if cached is None:
             self._selectors[key] = sel
+            self._file_anchor(key, sel)
             cached = self._selections[key] = self._evaluate(sel)
         return cached
+
+    def _file_anchor(self, key: str, sel: PeerSelector) -> None:
+        if isinstance(sel, LabelPeer) and not sel.selector.all_:
+            for req in sel.selector.requirements:
+                if req.operator == "In" and req.values:
+                    for v in req.values:
+                        self._anchored_kv[(req.key, v)].add(key)
+                    return
+            for req in sel.selector.requirements:
+                if req.operator == "Exists":
+                    self._anchored_key[req.key].add(key)
+                    return
+        self._unanchored.add(key)
 
     def statistics(self) -> dict[str, int]:
         return {"identities": len(self._identities), "selectors": len(self._selectors)}
