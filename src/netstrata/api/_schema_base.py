@@ -187,8 +187,18 @@ def _check_operator(value: Any) -> str:
     return str(value)
 
 
+_OPERATOR_BY_LOWER: Final = {op.lower(): op for op in _OPERATORS}
+
+
+def _check_cilium_operator(value: Any) -> str:
+    """As `_check_operator`, any case: Cilium's own examples write `operator: in`."""
+    if not isinstance(value, str) or value.lower() not in _OPERATOR_BY_LOWER:
+        fail("one of In, NotIn, Exists, DoesNotExist", brief(value))
+    return _OPERATOR_BY_LOWER[value.lower()]
+
+
 class _RequirementBase(Model):
-    operator: Annotated[str, PlainValidator(_check_operator)]
+    operator: str
     values: list[LabelValue] | None = Field(default=None, validate_default=True)
 
     @field_validator("values")
@@ -204,10 +214,12 @@ class _RequirementBase(Model):
 
 class K8sRequirement(_RequirementBase):
     key: Annotated[str, PlainValidator(check_label_key)]
+    operator: Annotated[str, PlainValidator(_check_operator)]
 
 
 class CiliumRequirement(_RequirementBase):
     key: Annotated[str, PlainValidator(check_selector_key)]
+    operator: Annotated[str, PlainValidator(_check_cilium_operator)]
 
 
 class K8sSelector(Model):

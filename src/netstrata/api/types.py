@@ -337,3 +337,12 @@ class Service:
     labels: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
     cluster_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CIDRGroup:
+    """A CiliumCIDRGroup: named prefixes that `cidrGroupRef`/`cidrGroupSelector` refer to."""
+
+    name: str
+    cidrs: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
