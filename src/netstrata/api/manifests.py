@@ -87,7 +87,7 @@ def _cilium_rules(col: Collector, data: dict[str, Any], kind: str) -> list[tuple
         col.add(("specs",), "a list of rules", brief(specs))
     elif specs is not None:
         raw.extend(enumerate(specs))
-    if not raw:
+    if not raw and isinstance(specs, list | None):
         col.add((), "at least one rule in spec or specs", "neither")
     for index, body in raw:
         where: FieldPath = ("spec",) if index is None else ("specs", index)
@@ -292,10 +292,16 @@ def parse_documents(docs: Sequence[Located]) -> ManifestSet:
     out = _Builder()
     problems: list[ManifestProblem] = []
     for doc in docs:
+        if doc.data is None:
+            continue  # an empty document (`---` at the end of a file), as kubectl skips it
         _dispatch(doc, doc.data, (), out, problems)
     if problems:
         raise ManifestError(problems)
     return out.build()
+
+
+def _name(target: str | Path) -> str:
+    return "<stdin>" if str(target) == "-" else str(target)
 
 
 def load_manifests(paths: Sequence[str | Path]) -> ManifestSet:
@@ -315,9 +321,13 @@ def load_manifests(paths: Sequence[str | Path]) -> ManifestSet:
             except ManifestError as exc:
                 problems.extend(exc.problems)
             except UnicodeDecodeError as exc:
-                where = "<stdin>" if str(target) == "-" else str(target)
-                problems.append(ManifestProblem(where, None, None, "", "UTF-8 text",
+                problems.append(ManifestProblem(_name(target), None, None, "", "UTF-8 text",
                                                 f"undecodable bytes at offset {exc.start}"))
+            except RecursionError:
+                # An alias used inside its own anchor (`a: &x [*x]`) or absurd nesting.
+                problems.append(ManifestProblem(
+                    _name(target), None, None, "",
+                    "YAML without recursive aliases or extreme nesting", "a recursive document"))
     try:
         result = parse_documents(docs)
     except ManifestError as exc:
