@@ -23,13 +23,13 @@ from netstrata.api._yaml import FieldPath, brief
 
 def check_network_policy(spec: NetworkPolicySpec) -> Iterator[Issue]:
     """Every structural problem of a NetworkPolicy spec; paths are relative to `spec`."""
-    for wire, rules, peers_wire in (("ingress", spec.ingress, "from"), ("egress", spec.egress, "to")):
-        for i, rule in enumerate(rules or ()):
-            peers = rule.from_ if wire == "ingress" else rule.to  # type: ignore[union-attr]
-            for j, peer in enumerate(peers or ()):
-                yield from _peer(peer, (wire, i, peers_wire, j))
-            for j, port in enumerate(rule.ports or ()):
-                yield from _port(port, (wire, i, "ports", j))
+    sections = [("ingress", i, "from", r.from_, r.ports) for i, r in enumerate(spec.ingress or ())]
+    sections += [("egress", i, "to", r.to, r.ports) for i, r in enumerate(spec.egress or ())]
+    for wire, i, peers_wire, peers, ports in sections:
+        for j, peer in enumerate(peers or ()):
+            yield from _peer(peer, (wire, i, peers_wire, j))
+        for j, port in enumerate(ports or ()):
+            yield from _port(port, (wire, i, "ports", j))
 
 
 def _peer(peer: NetworkPolicyPeer, path: FieldPath) -> Iterator[Issue]:
