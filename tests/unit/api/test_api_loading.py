@@ -111,3 +111,21 @@ def test_recursive_yaml_alias_is_a_manifest_error(tmp_path: Path) -> None:
     err = load_error([f])
     assert [p.path for p in err.problems] == [str(f)]
     assert "recursive" in str(err)
+
+
+def test_public_exports() -> None:
+    import netstrata.api as api
+
+    for name in api.__all__:
+        assert getattr(api, name) is not None
+    with pytest.raises(AttributeError):
+        api.no_such_name  # noqa: B018
+
+
+def test_domain_types_do_not_load_pydantic() -> None:
+    """Packages below api/ import `api.types`; the schema stays unloaded until first use."""
+    import subprocess
+
+    code = ("import sys, netstrata.api, netstrata.api.types; "
+            "assert 'pydantic' not in sys.modules, 'pydantic loaded'")
+    subprocess.run([sys.executable, "-c", code], check=True)
