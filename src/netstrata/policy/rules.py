@@ -173,8 +173,9 @@ def _cidr_peers(rules: Iterable[api.CIDRRule], catalog: Catalog) -> list[PeerSel
         if r.cidr is not None:
             peers.append(CIDRPeer(_network(r.cidr), tuple(_network(e) for e in r.except_)))
         elif r.cidr_group_ref is not None:
+            excepts = tuple(_network(e) for e in r.except_)
             for c in catalog.cidr_groups.get(r.cidr_group_ref, ()):
-                peers.append(CIDRPeer(_network(c)))
+                peers.append(CIDRPeer(_network(c), excepts))
         elif r.cidr_group_selector is not None:
             for name, labels in catalog.cidr_group_labels.items():
                 from netstrata.labels import LabelSet
@@ -270,8 +271,11 @@ def translate_cilium(
     policy: api.CiliumPolicy, cluster: str, catalog: Catalog, local_cluster_default: bool = True
 ) -> list[InternalRule]:
     out = []
+    namespace = policy.namespace
+    if policy.kind == "CiliumNetworkPolicy" and not namespace:
+        namespace = "default"  # as kubectl applies a namespaced object without a namespace
     for rule in policy.rules:
-        inj = _Injector(policy.kind, policy.namespace, cluster, local_cluster_default)
+        inj = _Injector(policy.kind, namespace, cluster, local_cluster_default)
         subject = inj.subject(rule.endpoint_selector) if rule.endpoint_selector is not None else None
         elements: list[Element] = []
         ref = (policy.kind, policy.namespace, policy.name)
