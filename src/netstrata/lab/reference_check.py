@@ -154,8 +154,6 @@ class ScenarioRunner:
         raise KeyError(f"unsupported probe target {to!r}")
 
     def _request(self, probe: Probe, port: int, host: str | None) -> Request:
-        from netstrata.policy.l7 import HTTPRequest, KafkaRequest
-
         raw = probe.raw
         proto = probe.protocol
         if proto == "icmp":
@@ -169,6 +167,8 @@ class ScenarioRunner:
             qname = str(dns.get("query", "")).rstrip(".").lower() + "."
             return Request(int(Proto[transport]), port, "dns", qname)
         if proto in ("http", "grpc"):
+            from netstrata.policy.l7 import HTTPRequest
+
             http = raw.get("http") or {}
             headers = dict(http.get("headers") or {})
             if proto == "grpc":
@@ -183,11 +183,15 @@ class ScenarioRunner:
             hdrs = tuple((str(k), str(v)) for k, v in headers.items())
             return Request(int(Proto.TCP), port, "http", HTTPRequest(method, path, h, hdrs))
         if proto == "kafka":
+            from netstrata.policy.l7 import KafkaRequest
+
             k = raw.get("kafka") or {}
             action = str(k.get("action", "produce")).lower()
             topics = (k["topic"],) if k.get("topic") else ()
             return Request(int(Proto.TCP), port, "kafka",
                            KafkaRequest(KAFKA_ACTIONS.get(action, 0), 0, k.get("client_id"), topics))
+        if proto in ("udp", "sctp"):
+            return Request(int(Proto[proto.upper()]), port)
         return Request(int(Proto.TCP), port)
 
     def _dns_lookup(self, src: PlacedWorkload, name: str) -> ProbeOutcome | None:
