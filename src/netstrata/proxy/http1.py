@@ -79,8 +79,8 @@ from netstrata.proxy.http1_events import (
     InformationalResponse,
     RequestHead,
     ResponseHead,
-    _Sentinel,
 )
+from netstrata.proxy.sansio import Sentinel
 
 Role = Literal["server", "client"]
 
@@ -182,7 +182,7 @@ class HTTP1Connection:
         else:
             self._eof = True
 
-    def next_event(self) -> Event | _Sentinel:
+    def next_event(self) -> Event | Sentinel:
         """The next event, or NEED_DATA / PAUSED.
 
         Raises:
@@ -192,14 +192,14 @@ class HTTP1Connection:
             raise RemoteProtocolError("peer already broke the protocol", hint=self._remote_status)
         try:
             event = self._extract_event()
-            if not isinstance(event, _Sentinel):
+            if not isinstance(event, Sentinel):
                 self._their_transition(event)
             return event
         except RemoteProtocolError:
             self.their_state = State.ERROR
             raise
 
-    def _extract_event(self) -> Event | _Sentinel:
+    def _extract_event(self) -> Event | Sentinel:
         state = self.their_state
         if state in (State.MIGHT_SWITCH, State.SWITCHED):
             return PAUSED
@@ -216,7 +216,7 @@ class HTTP1Connection:
         event = self._reader.read(self._buf, self._eof)
         return NEED_DATA if event is None else event
 
-    def _read_head(self) -> Event | _Sentinel:
+    def _read_head(self) -> Event | Sentinel:
         if self.role == "server":
             while self._buf[:2] == b"\r\n":  # RFC 9112 §2.2: ignore empty lines before a request
                 del self._buf[:2]

@@ -2,7 +2,8 @@
 
 A message is always `RequestHead`/`ResponseHead`, then zero or more `Data`, then one
 `EndOfMessage`. Interim 1xx responses arrive as `InformationalResponse` before the final head.
-`NEED_DATA` and `PAUSED` are sentinels, not events (h11's design).
+`NEED_DATA` and `PAUSED` are sentinels, not events (h11's design); they and `ConnectionClosed`
+come from `proxy/sansio.py` and are re-exported here.
 
 Header names keep their case and order as they came off the wire; values are the field value
 with surrounding whitespace removed, decoded as ISO-8859-1 so that every byte maps to one
@@ -13,28 +14,11 @@ case-insensitive (RFC 9110 §5.1).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, final
+
+from netstrata.proxy.sansio import NEED_DATA, PAUSED, ConnectionClosed
 
 Headers = tuple[tuple[str, str], ...]
 """(name, value) pairs in wire order, names in their original case."""
-
-
-@final
-class _Sentinel:
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-
-NEED_DATA: Final = _Sentinel("NEED_DATA")
-"""`next_event()` cannot make progress until `receive_data()` brings more bytes."""
-PAUSED: Final = _Sentinel("PAUSED")
-"""`next_event()` will not read further until the caller acts: finishes the response it owes,
-takes the connection over after a protocol switch, or closes a connection that must close."""
 
 
 def get_header(headers: Headers, name: str) -> str | None:
@@ -140,11 +124,6 @@ class EndOfMessage:
 
     trailers: Headers = field(default=())
     """Trailer fields of a chunked body, in wire order."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """The peer closed its sending side at a message boundary."""
 
 
 Event = RequestHead | ResponseHead | InformationalResponse | Data | EndOfMessage | ConnectionClosed
