@@ -15,8 +15,9 @@ byte-compatible with Hubble tooling:
 * `google.protobuf.BoolValue` (`is_reply`) is a bare bool, present whenever it is set.
 
 Hubble's printer then passes the result through Go's `json.Encoder`, which escapes `<`, `>`,
-`&`, U+2028 and U+2029; `dumps` reproduces that. The deprecated fields `reply` and
-`drop_reason_desc`'s numeric twin `drop_reason` are derived here, as Cilium's parsers set them.
+`&`, U+2028 and U+2029; `dumps` reproduces that. `Flow.drop_reason` holds the code; the JSON
+carries it twice, as the deprecated number `drop_reason` and by name in `drop_reason_desc`; the
+deprecated `reply` bool is written from `is_reply`, as Cilium's parsers fill both.
 
 This module knows nothing of sockets, the kernel or asyncio; `builders.py` makes flows from
 datapath and proxy decisions and `render.py` prints them.

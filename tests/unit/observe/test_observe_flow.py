@@ -364,3 +364,20 @@ def test_json_round_trip(flow: Flow) -> None:
 def test_sample_endpoints_are_the_reference_ones() -> None:
     # Guards the fixtures: the JSON expectations above are written against these values.
     assert CLIENT.identity == 48213 and API.pod_name == "api-0"
+
+
+# Reference §4.3: the policy-relevant `drop_reason_desc` names and their codes.
+REFERENCE_DROP_REASONS = {
+    133: "POLICY_DENIED", 181: "POLICY_DENY", 189: "AUTH_REQUIRED",
+    157: "IP_FRAGMENTATION_NOT_SUPPORTED", 155: "CT_MAP_INSERTION_FAILED",
+    171: "INVALID_IDENTITY", 172: "UNKNOWN_SENDER", 195: "UNENCRYPTED_TRAFFIC",
+    180: "PROXY_REDIRECTION_NOT_SUPPORTED_FOR_PROTOCOL", 203: "DROP_EP_NOT_READY",
+    202: "DROP_HOST_NOT_READY", 132: "INVALID_SOURCE_IP", 151: "STALE_OR_UNROUTABLE_IP",
+    158: "SERVICE_BACKEND_NOT_FOUND",
+}
+
+
+def test_drop_reason_desc_names_match_reference() -> None:
+    for code, name in REFERENCE_DROP_REASONS.items():
+        f = to_json_dict(Flow(time_ns=T0, verdict=Verdict.DROPPED, drop_reason=code))["flow"]
+        assert (f["drop_reason"], f["drop_reason_desc"]) == (code, name)
