@@ -186,6 +186,8 @@ def body_framing(headers: Headers, version: str, *, status: int, is_request: boo
             raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 message", hint=status)
         if codings == ["chunked"]:
             return Framing("chunked")
+        if codings.count("chunked") > 1 or "" in codings:  # §6.1: chunked at most once
+            raise RemoteProtocolError(f"invalid Transfer-Encoding {codings!r}", hint=status)
         if codings[-1] == "chunked" and is_request:
             raise RemoteProtocolError(f"unsupported transfer coding {codings!r}", hint=501)
         if is_request or codings.count("chunked"):
