@@ -14,6 +14,9 @@ from typing import Final
 class DropReason(IntEnum):
     INVALID_SOURCE_IP = 132
     POLICY_DENIED = 133
+    INVALID_PACKET_DROPPED = 134
+    CT_TRUNCATED_OR_INVALID_HEADER = 135
+    UNSUPPORTED_L3_PROTOCOL = 139
     STALE_OR_UNROUTABLE_IP = 151
     CT_MAP_INSERTION_FAILED = 155
     IP_FRAGMENTATION_NOT_SUPPORTED = 157
@@ -31,6 +34,9 @@ class DropReason(IntEnum):
 DESCRIPTIONS: Final[dict[DropReason, str]] = {
     DropReason.INVALID_SOURCE_IP: "Invalid source ip",
     DropReason.POLICY_DENIED: "Policy denied",
+    DropReason.INVALID_PACKET_DROPPED: "Invalid packet",
+    DropReason.CT_TRUNCATED_OR_INVALID_HEADER: "CT: Truncated or invalid header",
+    DropReason.UNSUPPORTED_L3_PROTOCOL: "Unsupported L3 protocol",
     DropReason.STALE_OR_UNROUTABLE_IP: "Stale or unroutable IP",
     DropReason.CT_MAP_INSERTION_FAILED: "CT: Map insertion failed",
     DropReason.IP_FRAGMENTATION_NOT_SUPPORTED: "IP fragmentation not supported",

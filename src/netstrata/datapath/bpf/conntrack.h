@@ -1,0 +1,182 @@
+/* conntrack.h: connection tracking per endpoint and direction (reference §3.4).
+ *
+ * An entry is created only for an allowed NEW packet, under the key of the endpoint and the
+ * direction whose check allowed it, with the tuple as that endpoint saw it. Another packet of
+ * that endpoint is then:
+ *   ESTABLISHED  its own tuple is there in its own direction (re-checked against policy on every
+ *                packet, so removing an allow cuts established flows, as in Cilium);
+ *   REPLY        the reversed tuple is there in the other direction (skips policy);
+ *   RELATED      an ICMP error quoting a tuple that is there in the other direction (skips policy).
+ * Keying by endpoint keeps the two ends of a pod-to-pod connection apart: a UDP "reply" from a
+ * pod whose ingress dropped the request finds no entry of its own and is checked as NEW.
+ *
+ * ICMP queries have no ports; the identifier stands in: a request (echo, timestamp,
+ * information) is keyed (sport=id, dport=0), a reply (sport=0, dport=id), so reversing the reply
+ * gives the request's key.
+ */
+#ifndef NETSTRATA_CONNTRACK_H
+#define NETSTRATA_CONNTRACK_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "maps_def.h"
+#include "netstrata_maps.h"
+#include "parse.h"
+
+#define NSEC_PER_SEC 1000000000ULL
+/* Cilium's defaults (reference §3.4) */
+#define CT_LIFETIME_TCP (21600ULL * NSEC_PER_SEC)
+#define CT_LIFETIME_SYN (60ULL * NSEC_PER_SEC)
+#define CT_LIFETIME_CLOSE (10ULL * NSEC_PER_SEC)
+#define CT_LIFETIME_NONTCP (60ULL * NSEC_PER_SEC)
+
+static __always_inline __u8 other_direction(__u8 direction)
+{
+	return direction == NST_DIR_EGRESS ? NST_DIR_INGRESS : NST_DIR_EGRESS;
+}
+
+static __always_inline void ct_ports(const struct pkt *p, __be16 *sport_be, __be16 *dport_be)
+{
+	*sport_be = p->sport_be;
+	*dport_be = p->dport_be;
+	if (p->proto != IPPROTO_ICMP)
+		return;
+	switch (p->icmp_type) {
+	case ICMP_ECHO:
+	case ICMP_TIMESTAMP:
+	case ICMP_INFO_REQUEST:
+		*sport_be = p->icmp_id_be;
+		*dport_be = 0;
+		break;
+	case ICMP_ECHOREPLY:
+	case ICMP_TIMESTAMPREPLY:
+	case ICMP_INFO_REPLY:
+		*sport_be = 0;
+		*dport_be = p->icmp_id_be;
+		break;
+	default:
+		*sport_be = 0;
+		*dport_be = 0;
+	}
+}
+
+static __always_inline void ct_key_forward(const struct pkt *p, __u32 endpoint_id, __u8 direction,
+					   struct ct_key *k)
+{
+	k->endpoint_id = endpoint_id;
+	k->saddr_be = p->saddr_be;
+	k->daddr_be = p->daddr_be;
+	ct_ports(p, &k->sport_be, &k->dport_be);
+	k->proto = p->proto;
+	k->direction = direction;
+}
+
+static __always_inline void ct_key_reply(const struct pkt *p, __u32 endpoint_id, __u8 direction,
+					 struct ct_key *k)
+{
+	__be16 sport_be, dport_be;
+
+	ct_ports(p, &sport_be, &dport_be);
+	k->endpoint_id = endpoint_id;
+	k->saddr_be = p->daddr_be;
+	k->daddr_be = p->saddr_be;
+	k->sport_be = dport_be;
+	k->dport_be = sport_be;
+	k->proto = p->proto;
+	k->direction = other_direction(direction);
+}
+
+/* The quoted packet of an ICMP error is one the erring host received: a forward packet of a
+ * connection tracked in the other direction, exactly as quoted. */
+static __always_inline void ct_key_related(const struct pkt *p, __u32 endpoint_id, __u8 direction,
+					   struct ct_key *k)
+{
+	k->endpoint_id = endpoint_id;
+	k->saddr_be = p->inner_saddr_be;
+	k->daddr_be = p->inner_daddr_be;
+	k->sport_be = p->inner_sport_be;
+	k->dport_be = p->inner_dport_be;
+	k->proto = p->inner_proto;
+	k->direction = other_direction(direction);
+}
+
+static __always_inline struct ct_entry *ct_find(struct ct_key *k, __u64 now)
+{
+	struct ct_entry *e = bpf_map_lookup_elem(&nst_conntrack, k);
+
+	if (e && e->expires_ns < now)
+		return NULL; /* expired: as if absent; the next insert overwrites it */
+	return e;
+}
+
+static __always_inline void ct_refresh(struct ct_entry *e, const struct pkt *p, __u64 now, int reply)
+{
+	__u64 lifetime = CT_LIFETIME_NONTCP;
+
+	if (reply)
+		e->flags |= NST_CT_SEEN_REPLY;
+	if (p->proto == IPPROTO_TCP) {
+		if (!reply && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
+		    (e->flags & NST_CT_CLOSING))
+			e->flags &= ~(NST_CT_CLOSING | NST_CT_SEEN_REPLY); /* the tuple is reused */
+		if (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
+			e->flags |= NST_CT_CLOSING;
+		if (e->flags & NST_CT_CLOSING)
+			lifetime = CT_LIFETIME_CLOSE;
+		else if (e->flags & NST_CT_SEEN_REPLY)
+			lifetime = CT_LIFETIME_TCP;
+		else
+			lifetime = CT_LIFETIME_SYN;
+	}
+	e->expires_ns = now + lifetime;
+	__sync_fetch_and_add(&e->packets, 1);
+	__sync_fetch_and_add(&e->bytes, p->len);
+}
+
+/* Classifies the packet; *entry is the entry it belongs to (NULL for NEW). */
+static __always_inline __u8 ct_lookup(const struct pkt *p, __u32 endpoint_id, __u8 direction,
+				      __u64 now, struct ct_entry **entry)
+{
+	struct ct_key k = {};
+
+	*entry = NULL;
+	if (p->icmp_error) {
+		ct_key_related(p, endpoint_id, direction, &k);
+		*entry = ct_find(&k, now);
+		if (*entry)
+			return NST_CT_RELATED;
+	}
+	/* forward first: if a tuple is tracked both ways, policy still applies (fail closed) */
+	ct_key_forward(p, endpoint_id, direction, &k);
+	*entry = ct_find(&k, now);
+	if (*entry)
+		return NST_CT_ESTABLISHED;
+	ct_key_reply(p, endpoint_id, direction, &k);
+	*entry = ct_find(&k, now);
+	if (*entry)
+		return NST_CT_REPLY;
+	return NST_CT_NEW;
+}
+
+static __always_inline int ct_create(const struct pkt *p, __u32 endpoint_id, __u8 direction,
+				     __u64 now, __u32 cookie, __u16 proxy_port)
+{
+	struct ct_key k = {};
+	struct ct_entry e = {
+		.packets = 1,
+		.bytes = p->len,
+		.cookie = cookie,
+		.proxy_port = proxy_port,
+		.flags = proxy_port ? NST_CT_PROXY_REDIRECT : 0,
+	};
+
+	if (p->proto == IPPROTO_TCP)
+		e.expires_ns = now + CT_LIFETIME_SYN;
+	else
+		e.expires_ns = now + CT_LIFETIME_NONTCP;
+	ct_key_forward(p, endpoint_id, direction, &k);
+	return bpf_map_update_elem(&nst_conntrack, &k, &e, BPF_ANY);
+}
+
+#endif /* NETSTRATA_CONNTRACK_H */

@@ -1,0 +1,74 @@
+/* maps_def.h: the maps of the netstrata tc programs.
+ *
+ * Every map is pinned by name under the per-lab bpffs directory the loader passes as libbpf's
+ * pin_root_path, so enforcement (and the conntrack table) survives an agent restart: a new
+ * loader reuses the pins instead of creating empty maps. Layouts come from netstrata_maps.h.
+ */
+#ifndef NETSTRATA_MAPS_DEF_H
+#define NETSTRATA_MAPS_DEF_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "netstrata_maps.h"
+
+/* Local endpoints by IPv4 address. HASH: exact match on one address, O(1); preallocated, so
+ * an insert never fails at packet time. 4096: a Kubernetes node runs at most a few hundred
+ * pods (110 by default); the rest is headroom for a lab that puts many pods on one node. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct endpoint_key);
+	__type(value, struct endpoint_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nst_endpoints SEC(".maps");
+
+/* IP prefix -> security identity. LPM_TRIE: CIDR identities need longest-prefix match so a
+ * pod /32 always beats a covering CIDR (reference §2.4, §3.5). 512k is Cilium's default
+ * ipcache size; LPM tries must be BPF_F_NO_PREALLOC, so only used entries cost memory. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 524288);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ipcache_key);
+	__type(value, struct ipcache_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nst_ipcache SEC(".maps");
+
+/* (endpoint, peer identity, direction, proto, port prefix) -> verdict. LPM_TRIE: port ranges
+ * are stored as aligned power-of-two blocks and a wildcard protocol as a shorter prefix, so one
+ * lookup per identity finds the most specific entry (reference §3.1). One trie shared by all
+ * endpoints (endpoint_id is the first, always-exact part of the key) instead of Cilium's map per
+ * endpoint: one pin, no map-in-map. 262144 = 16 endpoints at Cilium's default 16k entries each;
+ * no preallocation, so the bound costs nothing until used. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct policy_key);
+	__type(value, struct policy_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nst_policy SEC(".maps");
+
+/* Connection tracking, keyed per endpoint and direction. LRU_HASH: under pressure the least
+ * recently used connection is evicted instead of an insert failing, as Cilium's CT maps do.
+ * 65536 entries (about 6 MiB preallocated) suit one lab node; Cilium sizes ~512k TCP + 256k
+ * other for production nodes (reference §3.4, §3.6). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nst_conntrack SEC(".maps");
+
+/* Drop, policy-verdict and trace records for observe/. RINGBUF: one ordered, shared buffer,
+ * no per-CPU copies, and the reader sleeps in epoll. 1 MiB holds ~14k 64-byte records between
+ * two reads; when it is full new records are lost, never packets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nst_events SEC(".maps");
+
+#endif /* NETSTRATA_MAPS_DEF_H */

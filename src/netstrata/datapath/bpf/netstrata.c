@@ -1,0 +1,214 @@
+/* netstrata.c: the tc programs on the host-side veth of every workload.
+ *
+ *   from_pod  tc ingress of the host veth: traffic leaving the pod, decided by the pod's EGRESS
+ *             policy (subject = source endpoint, peer = destination identity);
+ *   to_pod    tc egress of the host veth: traffic entering the pod, decided by the pod's INGRESS
+ *             policy (subject = destination endpoint, peer = source identity).
+ *
+ * A pod-to-pod packet on one node passes from_pod of the sender and to_pod of the receiver, so
+ * the egress policy of the source and the ingress policy of the destination are both enforced
+ * (DESIGN.md, "The kernel datapath"). Anything the programs cannot classify is dropped with a
+ * numbered reason and a drop event (fail closed).
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "conntrack.h"
+#include "maps_def.h"
+#include "netstrata_maps.h"
+#include "parse.h"
+#include "policy.h"
+
+#define WORLD_IDENTITY 2 /* reserved:world, what an ipcache miss means (reference §3.5) */
+
+/* Everything an event reports about a decision. */
+struct decision {
+	__u32 endpoint_id;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u8 direction;
+	__u8 ct_state;
+	__u8 flags; /* enum nst_event_flag */
+	__u8 verdict;
+	struct lookup_result res;
+};
+
+static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p,
+				 const struct decision *d, __u8 type, __u8 subtype)
+{
+	struct flow_event ev = {
+		.timestamp_ns = bpf_ktime_get_ns(),
+		.type = type,
+		.subtype = subtype,
+		.verdict = d->verdict,
+		.direction = d->direction,
+		.match_type = d->res.match_type,
+		.flags = d->flags | (p->fragment ? NST_EVENT_FRAGMENT : 0),
+		.proto = p->proto,
+		.ct_state = d->ct_state,
+		.endpoint_id = d->endpoint_id,
+		.src_identity = d->src_identity,
+		.dst_identity = d->dst_identity,
+		.saddr_be = p->saddr_be,
+		.daddr_be = p->daddr_be,
+		.sport_be = p->sport_be,
+		.dport_be = p->dport_be,
+		.drop_reason = d->res.drop_reason,
+		.proxy_port = d->res.proxy_port,
+		.cookie = d->res.cookie,
+		.ifindex = skb->ifindex,
+		.pkt_len = p->len,
+		.icmp_type = p->icmp_type,
+		.icmp_code = p->icmp_code,
+		.tcp_flags = p->tcp_flags,
+		.lookup_step = d->res.step,
+	};
+
+	/* a full ring loses the record, never the packet */
+	bpf_ringbuf_output(&nst_events, &ev, sizeof(ev), 0);
+}
+
+static __always_inline int drop(struct __sk_buff *skb, const struct pkt *p, struct decision *d,
+				__u16 reason)
+{
+	d->verdict = NST_VERDICT_DROPPED;
+	d->res.drop_reason = reason;
+	emit(skb, p, d, NST_EVENT_DROP, (__u8)reason);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline struct endpoint_info *endpoint_of(__be32 ip_be)
+{
+	struct endpoint_key k = { .ip_be = ip_be };
+
+	return bpf_map_lookup_elem(&nst_endpoints, &k);
+}
+
+/* A local endpoint's identity comes from the endpoints map, so a pod is known the moment it is
+ * attached, before the ipcache sync; anything else from the ipcache; a miss is world. */
+static __always_inline __u32 identity_of(__be32 ip_be)
+{
+	struct ipcache_key k = { .prefixlen = 32, .ip_be = ip_be };
+	struct endpoint_info *ep = endpoint_of(ip_be);
+	struct ipcache_info *info;
+
+	if (ep)
+		return ep->identity;
+	info = bpf_map_lookup_elem(&nst_ipcache, &k);
+	return info ? info->identity : WORLD_IDENTITY;
+}
+
+/* REPLY and RELATED packets skip policy; the first reply and every related packet leave a trace
+ * event so observe can show them without one record per packet. */
+static __always_inline int pass_tracked(struct __sk_buff *skb, const struct pkt *p,
+					struct decision *d, struct ct_entry *ct, __u64 now)
+{
+	int first_reply = !(ct->flags & NST_CT_SEEN_REPLY);
+
+	ct_refresh(ct, p, now, d->ct_state == NST_CT_REPLY);
+	if (d->ct_state == NST_CT_RELATED || first_reply) {
+		d->verdict = NST_VERDICT_FORWARDED;
+		d->flags |= NST_EVENT_IS_REPLY;
+		emit(skb, p, d, NST_EVENT_TRACE,
+		     d->direction == NST_DIR_EGRESS ? NST_TRACE_FROM_ENDPOINT : NST_TRACE_TO_ENDPOINT);
+	}
+	return TC_ACT_OK;
+}
+
+/* The policy verdict of a NEW or ESTABLISHED packet of an enforced direction. */
+static __always_inline void decide(const struct pkt *p, struct decision *d, __u32 peer)
+{
+	policy_lookup(d->endpoint_id, peer, d->direction, p->proto, p->policy_port, &d->res);
+	/* an untracked fragment carries no port: only a port-wildcarded entry may allow it */
+	if (p->fragment && !d->res.drop_reason && d->res.prefix_bits > 8)
+		d->res.drop_reason = NST_DROP_IP_FRAGMENTATION_NOT_SUPPORTED;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
+{
+	struct pkt p = {};
+	struct decision d = { .direction = direction };
+	struct endpoint_info *ep;
+	struct ct_entry *ct = NULL;
+	__u32 peer, ep_identity, enforced_flag;
+	__u8 ep_flags;
+	__u64 now;
+	int ret;
+
+	ret = parse_packet(skb, &p);
+	if (ret == PARSE_PASS)
+		return TC_ACT_OK;
+	if (ret > 0)
+		return drop(skb, &p, &d, ret);
+
+	/* the endpoint whose policy applies; packets from a pod must carry its own address */
+	ep = endpoint_of(direction == NST_DIR_EGRESS ? p.saddr_be : p.daddr_be);
+	if (!ep || ep->ifindex != skb->ifindex)
+		return drop(skb, &p, &d,
+			    direction == NST_DIR_EGRESS ? NST_DROP_INVALID_SOURCE_IP
+							: NST_DROP_DROP_EP_NOT_READY);
+	d.endpoint_id = ep->endpoint_id;
+	ep_identity = ep->identity;
+	ep_flags = ep->flags;
+	enforced_flag = direction == NST_DIR_EGRESS ? NST_EP_EGRESS_ENFORCED : NST_EP_INGRESS_ENFORCED;
+
+	peer = identity_of(direction == NST_DIR_EGRESS ? p.daddr_be : p.saddr_be);
+	d.src_identity = direction == NST_DIR_EGRESS ? ep_identity : peer;
+	d.dst_identity = direction == NST_DIR_EGRESS ? peer : ep_identity;
+
+	now = bpf_ktime_get_ns();
+	d.ct_state = p.fragment ? NST_CT_UNTRACKED : ct_lookup(&p, d.endpoint_id, direction, now, &ct);
+	if (ct && (d.ct_state == NST_CT_REPLY || d.ct_state == NST_CT_RELATED))
+		return pass_tracked(skb, &p, &d, ct, now);
+
+	if (ep_flags & enforced_flag) {
+		if (peer == 0) /* identity 0 is invalid (reference §2.1): never let it match "any" */
+			return drop(skb, &p, &d, NST_DROP_INVALID_IDENTITY);
+		decide(&p, &d, peer);
+	}
+
+	if (d.res.drop_reason) {
+		if (!(ep_flags & NST_EP_AUDIT)) {
+			d.verdict = NST_VERDICT_DROPPED;
+			emit(skb, &p, &d, NST_EVENT_POLICY_VERDICT, 0);
+			return drop(skb, &p, &d, d.res.drop_reason);
+		}
+		/* audit mode: any policy drop becomes an allow, marked audited (reference §1.10.7) */
+		d.verdict = NST_VERDICT_AUDIT;
+		d.flags |= NST_EVENT_AUDITED;
+	} else if (d.res.proxy_port) {
+		/* TODO(the L7 proxy issue): hand the packet to the proxy listener (TPROXY via a mark);
+		 * until then a redirect entry allows the packet and reports REDIRECTED. */
+		d.verdict = NST_VERDICT_REDIRECTED;
+	} else {
+		d.verdict = NST_VERDICT_FORWARDED;
+	}
+
+	if (d.ct_state == NST_CT_NEW) {
+		if (ct_create(&p, d.endpoint_id, direction, now, d.res.cookie, d.res.proxy_port) < 0)
+			return drop(skb, &p, &d, NST_DROP_CT_MAP_INSERTION_FAILED);
+	} else if (ct) {
+		ct_refresh(ct, &p, now, 0);
+	}
+	/* a verdict event for every new connection (and untracked fragment), not every packet */
+	if ((ep_flags & enforced_flag) && d.ct_state != NST_CT_ESTABLISHED)
+		emit(skb, &p, &d, NST_EVENT_POLICY_VERDICT, 0);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int from_pod(struct __sk_buff *skb)
+{
+	return handle(skb, NST_DIR_EGRESS);
+}
+
+SEC("tc")
+int to_pod(struct __sk_buff *skb)
+{
+	return handle(skb, NST_DIR_INGRESS);
+}
+
+/* The project's license. No GPL-only helper is used, so the kernel needs no GPL declaration. */
+char LICENSE[] SEC("license") = "Apache-2.0";

@@ -1,0 +1,301 @@
+"""The kernel datapath of one node, as one object: maps, programs, endpoints, events.
+
+`KernelDatapath(pin_dir)` loads (or, after a restart, re-opens) the pinned maps under `pin_dir`
+and the tc programs, then keeps the kernel in step with the control plane:
+
+* `attach_endpoint()` records a workload's address and identity and attaches the programs to
+  the host side of its veth; `detach_endpoint()` undoes it.
+* `sync_ipcache()` and `apply_policy()` write only the difference from what the kernel holds,
+  make-before-break: new and changed entries first, stale ones last, so a changed key is never
+  absent (a packet sees the old entry or the new one, never a miss).
+* `read_events()` drains the ring buffer into `FlowEvent`s for observe/.
+
+What the kernel holds is the truth: a fresh object (a restarted agent) reads the pinned maps
+back before computing a difference. Every method is a plain synchronous call (bpf(2), netlink);
+async callers use `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Literal, final
+
+from netstrata.datapath.loader import BPFFS_ROOT, BpfMap, BpfObject, RingBufferReader, ensure_bpffs
+from netstrata.datapath.maps import (
+    CtEntry,
+    CtKey,
+    EndpointFlag,
+    EndpointInfo,
+    EndpointKey,
+    FlowEvent,
+    IpcacheInfo,
+    IpcacheKey,
+    PolicyEntry,
+    PolicyKey,
+    decode_flow_event,
+    ipcache_key_of,
+    kernel_view,
+    map_state_entry_of,
+    map_state_key_of,
+    network_of,
+    parse_prefix,
+    policy_entry_of,
+    policy_key_of,
+)
+from netstrata.errors import DatapathError
+from netstrata.netns import attach_bpf, detach_bpf, ifindex, ifname_of
+from netstrata.policy.types import MapStateEntry, MapStateKey, ResolvedPolicy
+
+log = logging.getLogger(__name__)
+
+Program = Literal["from_pod", "to_pod"]
+PIN_ROOT: Final = BPFFS_ROOT / "netstrata"
+
+
+def default_pin_dir(lab: str, node: str | None = None) -> Path:
+    """`<bpffs>/netstrata/<lab>[/<node>]`: one set of maps per node of a lab."""
+    return PIN_ROOT / lab / node if node else PIN_ROOT / lab
+
+
+def endpoint_flags(ingress_enforced: bool, egress_enforced: bool, audit: bool) -> EndpointFlag:
+    flags = EndpointFlag(0)
+    if ingress_enforced:
+        flags |= EndpointFlag.INGRESS_ENFORCED
+    if egress_enforced:
+        flags |= EndpointFlag.EGRESS_ENFORCED
+    if audit:
+        flags |= EndpointFlag.AUDIT
+    return flags
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What one sync changed in a map."""
+
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DatapathStatistics:
+    endpoints: int
+    events_read: int
+    undecodable_events: int
+    policy_writes: int
+    policy_deletes: int
+
+
+@final
+class KernelDatapath:
+    """Pinned maps + tc programs of one node. Host veths live in `netns` (None: ours)."""
+
+    def __init__(self, pin_dir: Path | str, *, netns: str | None = None) -> None:
+        ensure_bpffs()
+        self.pin_dir = Path(pin_dir)
+        self.netns = netns
+        self._obj = BpfObject(self.pin_dir)
+        maps = self._obj.maps
+        self._endpoints: BpfMap[EndpointKey, EndpointInfo] = maps["nst_endpoints"]  # type: ignore[assignment]
+        self._ipcache_map: BpfMap[IpcacheKey, IpcacheInfo] = maps["nst_ipcache"]  # type: ignore[assignment]
+        self._policy: BpfMap[PolicyKey, PolicyEntry] = maps["nst_policy"]  # type: ignore[assignment]
+        self._ct: BpfMap[CtKey, CtEntry] = maps["nst_conntrack"]  # type: ignore[assignment]
+        self._events = RingBufferReader(self._obj.map_fd("nst_events"), decode_flow_event,
+                                        name="nst_events")
+        self._policies: dict[int, dict[MapStateKey, MapStateEntry]] = {}
+        self._ipcache: dict[IPv4Network, int] | None = None
+        self._events_read = 0
+        self._policy_writes = 0
+        self._policy_deletes = 0
+
+    # ------------------------------------------------------------------------ endpoints
+
+    def attach_endpoint(self, ifname: str, endpoint_id: int, ip: IPv4Address | str,
+                        identity: int, flags: EndpointFlag | int = 0) -> None:
+        """Record endpoint `ip` and attach the programs to its host veth `ifname`.
+
+        The map entry is written before the programs are attached, so the first packet the
+        programs see already has its endpoint. Attaching again replaces the programs in place.
+        """
+        index = ifindex(ifname, self.netns)
+        key = EndpointKey(IPv4Address(ip))
+        self._endpoints.update(key, EndpointInfo(endpoint_id, identity, index, int(flags)))
+        try:
+            attach_bpf(ifname, self._obj.programs["from_pod"], "ingress", name="from_pod",
+                       netns=self.netns)
+            attach_bpf(ifname, self._obj.programs["to_pod"], "egress", name="to_pod",
+                       netns=self.netns)
+        except Exception as exc:
+            self._endpoints.delete(key)
+            raise DatapathError(f"attaching to {ifname} failed: {exc}", obj=ifname) from exc
+        log.info("endpoint %d (%s, identity %d) attached to %s", endpoint_id, ip, identity, ifname)
+
+    def endpoints(self) -> dict[IPv4Address, EndpointInfo]:
+        """Every endpoint the kernel knows, by address."""
+        return {k.ip_be: v for k, v in self._endpoints.items()}
+
+    def detach_endpoint(self, endpoint_id: int) -> None:
+        """Detach the programs from the endpoint's veth (if it still exists) and forget it:
+        its endpoint entries, policy entries and conntrack entries."""
+        for ip, info in self.endpoints().items():
+            if info.endpoint_id != endpoint_id:
+                continue
+            ifname = ifname_of(info.ifindex, self.netns)
+            if ifname is not None:
+                detach_bpf(ifname, "ingress", netns=self.netns)
+                detach_bpf(ifname, "egress", netns=self.netns)
+            self._endpoints.delete(EndpointKey(ip))
+        stale = [policy_key_of(endpoint_id, k) for k in self.dump_policy(endpoint_id)]
+        self._policy.delete_many(stale)
+        self._policies.pop(endpoint_id, None)
+        self.flush_conntrack(endpoint_id)
+        log.info("endpoint %d detached", endpoint_id)
+
+    def _set_endpoint_flags(self, endpoint_id: int, flags: int) -> None:
+        for ip, info in self.endpoints().items():
+            if info.endpoint_id == endpoint_id and info.flags != flags:
+                self._endpoints.update(EndpointKey(ip), EndpointInfo(
+                    info.endpoint_id, info.identity, info.ifindex, flags))
+
+    # -------------------------------------------------------------------------- ipcache
+
+    def ipcache(self) -> dict[IPv4Network, int]:
+        """The kernel's ipcache: prefix -> identity."""
+        return {network_of(k): v.identity for k, v in self._ipcache_map.items()}
+
+    def sync_ipcache(self, entries: Mapping[str | IPv4Network | IPv4Address, int]) -> Delta:
+        """Make the ipcache equal `entries` (prefix -> identity), writing only the difference.
+
+        IPv6 prefixes are skipped: the datapath is IPv4-only and would never look them up.
+        """
+        want: dict[IPv4Network, int] = {}
+        for prefix, identity in entries.items():
+            if ":" in str(prefix):
+                continue
+            want[parse_prefix(prefix)] = identity
+        have = self._ipcache if self._ipcache is not None else self.ipcache()
+        upserts = [(ipcache_key_of(p), IpcacheInfo(i)) for p, i in want.items() if have.get(p) != i]
+        stale = [ipcache_key_of(p) for p in have if p not in want]
+        self._ipcache = None  # re-read from the kernel if anything below fails
+        self._ipcache_map.update_many(upserts)
+        self._ipcache_map.delete_many(stale)
+        self._ipcache = want
+        added = sum(1 for k, _ in upserts if network_of(k) not in have)
+        return Delta(added, len(upserts) - added, len(stale))
+
+    # --------------------------------------------------------------------------- policy
+
+    def dump_policy(self, endpoint_id: int) -> dict[MapStateKey, MapStateEntry]:
+        """The endpoint's policy entries as the kernel holds them, decoded."""
+        out: dict[MapStateKey, MapStateEntry] = {}
+        for pk, pe in self._policy.items():
+            if pk.endpoint_id == endpoint_id:
+                out[map_state_key_of(pk)[1]] = map_state_entry_of(pe)
+        return out
+
+    def apply_policy(self, resolved: ResolvedPolicy) -> Delta:
+        """Bring the endpoint's policy entries and enforcement flags to `resolved`.
+
+        Make-before-break: upsert new/changed entries, then set the enforcement flags, then
+        delete stale entries. On a failure the entries written so far are rolled back to the
+        previous policy (best effort) and DatapathError is raised.
+        """
+        ep = resolved.endpoint_id
+        old = self._policies.pop(ep, None)
+        if old is None:
+            old = self.dump_policy(ep)
+        new = {k: kernel_view(e) for k, e in resolved.entries.items()}
+        upserts = [k for k, e in new.items() if old.get(k) != e]
+        stale = [k for k in old if k not in new]
+        try:
+            self._policy.update_many([(policy_key_of(ep, k), policy_entry_of(k, new[k]))
+                                      for k in upserts])
+        except DatapathError:
+            self._rollback(ep, old, upserts)
+            raise
+        self._set_endpoint_flags(ep, int(endpoint_flags(
+            resolved.ingress_enforced, resolved.egress_enforced, resolved.audit)))
+        self._policy.delete_many([policy_key_of(ep, k) for k in stale])
+        self._policies[ep] = new
+        self._policy_writes += len(upserts)
+        self._policy_deletes += len(stale)
+        added = sum(1 for k in upserts if k not in old)
+        log.info("endpoint %d policy revision %d applied (+%d ~%d -%d)", ep, resolved.revision,
+                 added, len(upserts) - added, len(stale))
+        return Delta(added, len(upserts) - added, len(stale))
+
+    def _rollback(self, ep: int, old: Mapping[MapStateKey, MapStateEntry],
+                  touched: list[MapStateKey]) -> None:
+        try:
+            for k in touched:
+                if k in old:
+                    self._policy.update(policy_key_of(ep, k), policy_entry_of(k, old[k]))
+                else:
+                    self._policy.delete(policy_key_of(ep, k))
+        except DatapathError:
+            log.error("endpoint %d: rolling back a failed policy update failed too", ep)
+
+    # ----------------------------------------------------------------- conntrack, events
+
+    def conntrack(self) -> list[tuple[CtKey, CtEntry]]:
+        return self._ct.items()
+
+    def flush_conntrack(self, endpoint_id: int | None = None) -> int:
+        """Delete conntrack entries (of one endpoint, or all); returns how many."""
+        if endpoint_id is None:
+            return self._ct.clear()
+        return self._ct.delete_many([k for k in self._ct.keys() if k.endpoint_id == endpoint_id])
+
+    def read_events(self, timeout_ms: int = 0) -> list[FlowEvent]:
+        """Events waiting in the ring buffer, waiting up to `timeout_ms` for the first."""
+        events = self._events.poll(timeout_ms)
+        self._events_read += len(events)
+        return events
+
+    def events_fileno(self) -> int:
+        """Readable when events wait (for `loop.add_reader`, then `read_events(0)`)."""
+        return self._events.fileno()
+
+    def test_run(self, program: Program, frame: bytes, *, ifindex: int = 0) -> int:
+        """The tc verdict (0 TC_ACT_OK, 2 TC_ACT_SHOT) of `program` for one crafted frame.
+
+        Runs in the kernel with the live maps, without sending anything (BPF_PROG_TEST_RUN);
+        events and conntrack entries are produced as for a real packet.
+        """
+        return self._obj.test_run(program, frame, ifindex=ifindex)
+
+    def statistics(self) -> DatapathStatistics:
+        return DatapathStatistics(
+            endpoints=len(self._endpoints.keys()),
+            events_read=self._events_read,
+            undecodable_events=self._events.undecodable,
+            policy_writes=self._policy_writes,
+            policy_deletes=self._policy_deletes,
+        )
+
+    # ---------------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Release our handles; pinned maps and attached programs keep enforcing."""
+        self._events.close()
+        self._obj.close()
+
+    def teardown(self) -> None:
+        """Detach every endpoint, close, and remove the pins (`lab down`)."""
+        for endpoint_id in {info.endpoint_id for info in self.endpoints().values()}:
+            self.detach_endpoint(endpoint_id)
+        self.close()
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
+
+    def __enter__(self) -> KernelDatapath:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
