@@ -124,8 +124,7 @@ class KernelDatapath:
         programs see already has its endpoint. Attaching again replaces the programs in place.
         """
         index = ifindex(ifname, self.netns)
-        key = EndpointKey(IPv4Address(ip))
-        self._endpoints.update(key, EndpointInfo(endpoint_id, identity, index, int(flags)))
+        key = self.register_endpoint(ip, endpoint_id, identity, index, flags)
         try:
             attach_bpf(ifname, self._obj.programs["from_pod"], "ingress", name="from_pod",
                        netns=self.netns)
@@ -135,6 +134,14 @@ class KernelDatapath:
             self._endpoints.delete(key)
             raise DatapathError(f"attaching to {ifname} failed: {exc}", obj=ifname) from exc
         log.info("endpoint %d (%s, identity %d) attached to %s", endpoint_id, ip, identity, ifname)
+
+    def register_endpoint(self, ip: IPv4Address | str, endpoint_id: int, identity: int,
+                          ifindex: int, flags: EndpointFlag | int = 0) -> EndpointKey:
+        """Write the endpoint entry only (no tc attach): for a second address of an attached
+        endpoint, or for `test_run()` on the loopback device (ifindex 1)."""
+        key = EndpointKey(IPv4Address(ip))
+        self._endpoints.update(key, EndpointInfo(endpoint_id, identity, ifindex, int(flags)))
+        return key
 
     def endpoints(self) -> dict[IPv4Address, EndpointInfo]:
         """Every endpoint the kernel knows, by address."""
