@@ -142,7 +142,7 @@ class ChunkedReader:
 
     def _step_data_crlf(self, buf: bytearray) -> bool:
         if len(buf) < 2:
-            if buf[:1] not in (b"", b"\r"):
+            if bytes(buf[:1]) not in (b"", b"\r"):
                 raise RemoteProtocolError("chunk data not followed by CRLF", hint=self._status)
             return False
         if _take(buf, 2) != b"\r\n":

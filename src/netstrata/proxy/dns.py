@@ -80,7 +80,7 @@ class DNSQuery:
     @property
     def qtype_name(self) -> str:
         """Mnemonic of `qtype` (`A`, `AAAA`, `TYPE65280`)."""
-        return dns.rdatatype.to_text(self.qtype)
+        return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(self.qtype))
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,12 +250,13 @@ def build_answer(query: DNSQuery, answers: Iterable[DNSAnswer], rcode: int = NOE
     response.flags |= dns.flags.AA
     response.set_rcode(dns.rcode.Rcode(rcode))
     for answer in answers:
-        rdata = dns.rdata.from_text(dns.rdataclass.IN, answer.rtype, answer.value)
+        rdtype = dns.rdatatype.RdataType.make(answer.rtype)
+        rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, answer.value)
         rrset = response.find_rrset(
             response.answer,
             dns.name.from_text(answer.name),
             dns.rdataclass.IN,
-            dns.rdatatype.RdataType(answer.rtype),
+            rdtype,
             create=True,
         )
         rrset.add(rdata, answer.ttl)

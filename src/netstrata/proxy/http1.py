@@ -197,6 +197,7 @@ class HTTP1Connection:
             return event
         except RemoteProtocolError:
             self.their_state = State.ERROR
+            self._keep_alive = False  # an error reply may still be sent; then the connection closes
             raise
 
     def _extract_event(self) -> Event | Sentinel:
@@ -220,6 +221,7 @@ class HTTP1Connection:
         if self.role == "server":
             while self._buf[:2] == b"\r\n":  # RFC 9112 §2.2: ignore empty lines before a request
                 del self._buf[:2]
+                self._search_from = 0
         elif self._buf and self._method is None:
             raise RemoteProtocolError("upstream sent data before any request", hint=502)
         match = BLANK_LINE_RE.search(self._buf, self._search_from)
@@ -356,9 +358,9 @@ class HTTP1Connection:
             self._writer = _writer_for(_own_framing(event, event.method))
             return out
         if isinstance(event, ResponseHead):
-            assert self._method is not None
+            # no method yet: an error reply to a request whose head could not be parsed
             out = encode_response_head(event)
-            framing = _own_framing(event, self._method)
+            framing = _own_framing(event, self._method or "GET")
             self._keep_alive = (
                 self._keep_alive
                 and event.keep_alive

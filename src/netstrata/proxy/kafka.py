@@ -286,6 +286,10 @@ def _items(value: object) -> list[Body]:
     return value if isinstance(value, list) else []
 
 
+def _ints(value: object) -> list[int]:
+    return [v for v in value if isinstance(v, int)] if isinstance(value, list) else []
+
+
 def _named(items: list[Body], name_key: str) -> tuple[list[str | None], list[bytes]]:
     names: list[str | None] = []
     ids: list[bytes] = []
@@ -394,7 +398,8 @@ def _offset_fetch_topics(topics: object, code: int) -> list[Body]:
         {
             "name": t["name"],
             "partitions": [
-                {"partition_index": i, "error_code": code} for i in t["partition_indexes"]
+                {"partition_index": i, "error_code": code}
+                for i in _ints(t.get("partition_indexes"))
             ],
         }
         for t in _items(topics)

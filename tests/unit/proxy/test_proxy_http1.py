@@ -417,6 +417,16 @@ def test_403_before_the_body_is_read_then_body_drains() -> None:
     assert conn.their_state is State.MUST_CLOSE
 
 
+def test_an_error_reply_can_follow_a_remote_protocol_error() -> None:
+    conn = server()
+    with pytest.raises(RemoteProtocolError) as info:
+        feed(conn, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+    head, body = local_reply(info.value.hint, b"bad request\r\n", close=True)
+    wire = conn.send(head) + conn.send(body) + conn.send(EndOfMessage())
+    assert wire.startswith(b"HTTP/1.1 400 Bad Request\r\n") and wire.endswith(b"bad request\r\n")
+    assert conn.our_state is State.MUST_CLOSE
+
+
 def test_response_to_head_has_no_body() -> None:
     conn = server()
     feed(conn, b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
