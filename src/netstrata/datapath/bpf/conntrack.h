@@ -12,7 +12,10 @@
  *
  * ICMP queries have no ports; the identifier stands in: a request (echo, timestamp,
  * information) is keyed (sport=id, dport=0), a reply (sport=0, dport=id), so reversing the reply
- * gives the request's key.
+ * gives the request's key. Every other ICMP message is UNTRACKED: an error is RELATED when it
+ * quotes a tracked flow and otherwise checked against policy, like any other untracked type,
+ * and none of them creates an entry (a type-less entry would let any ICMP type back as a
+ * "reply").
  */
 #ifndef NETSTRATA_CONNTRACK_H
 #define NETSTRATA_CONNTRACK_H
@@ -34,6 +37,12 @@
 static __always_inline __u8 other_direction(__u8 direction)
 {
 	return direction == NST_DIR_EGRESS ? NST_DIR_INGRESS : NST_DIR_EGRESS;
+}
+
+static __always_inline int icmp_is_query(__u8 type)
+{
+	return type == ICMP_ECHO || type == ICMP_ECHOREPLY || type == ICMP_TIMESTAMP ||
+	       type == ICMP_TIMESTAMPREPLY || type == ICMP_INFO_REQUEST || type == ICMP_INFO_REPLY;
 }
 
 static __always_inline void ct_ports(const struct pkt *p, __be16 *sport_be, __be16 *dport_be)
@@ -141,11 +150,14 @@ static __always_inline __u8 ct_lookup(const struct pkt *p, __u32 endpoint_id, __
 	struct ct_key k = {};
 
 	*entry = NULL;
-	if (p->icmp_error) {
-		ct_key_related(p, endpoint_id, direction, &k);
-		*entry = ct_find(&k, now);
-		if (*entry)
-			return NST_CT_RELATED;
+	if (p->proto == IPPROTO_ICMP && !icmp_is_query(p->icmp_type)) {
+		if (p->icmp_error) {
+			ct_key_related(p, endpoint_id, direction, &k);
+			*entry = ct_find(&k, now);
+			if (*entry)
+				return NST_CT_RELATED;
+		}
+		return NST_CT_UNTRACKED;
 	}
 	/* forward first: if a tuple is tracked both ways, policy still applies (fail closed) */
 	ct_key_forward(p, endpoint_id, direction, &k);

@@ -121,8 +121,11 @@ static __always_inline int pass_tracked(struct __sk_buff *skb, const struct pkt 
 static __always_inline void decide(const struct pkt *p, struct decision *d, __u32 peer)
 {
 	policy_lookup(d->endpoint_id, peer, d->direction, p->proto, p->policy_port, &d->res);
-	/* an untracked fragment carries no port: only a port-wildcarded entry may allow it */
-	if (p->fragment && !d->res.drop_reason && d->res.prefix_bits > 8)
+	/* An untracked fragment carries no port (reference §3.2 item 9): only a port-wildcarded
+	 * entry may allow it, and when none does the reason says why (as Cilium's
+	 * DROP_FRAG_NOSUPPORT). An explicit deny keeps its own reason. */
+	if (p->fragment && (d->res.drop_reason == NST_DROP_POLICY_DENIED ||
+			    (!d->res.drop_reason && d->res.prefix_bits > 8)))
 		d->res.drop_reason = NST_DROP_IP_FRAGMENTATION_NOT_SUPPORTED;
 }
 
