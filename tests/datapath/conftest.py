@@ -88,8 +88,11 @@ def pods(tag: str, pin_dir: Path) -> Iterator[Any]:
     except BaseException:
         cleanup(prefix)
         raise
+    wired = Pods(node, a, b, dp)
     try:
-        yield Pods(node, a, b, dp)
+        yield wired
     finally:
-        dp.teardown()
-        cleanup(prefix)
+        try:
+            wired.dp.teardown()  # a test may have replaced it (restart)
+        finally:
+            cleanup(prefix)

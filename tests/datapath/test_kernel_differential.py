@@ -99,13 +99,15 @@ def probes_for(draw: st.DrawFn, entries: dict[MapStateKey, MapStateEntry]) -> Pr
 def kernel(tag: str, pin_dir: Path) -> Iterator[tuple[KernelDatapath, str]]:
     netns = f"nst{tag}-diff"
     create_netns(netns)
-    dp = KernelDatapath(pin_dir, netns=netns)
     try:
-        dp.register_endpoint(A, EP_A, ID_A, 1, 3)
-        dp.sync_ipcache({f"{ip}/32": ident for ident, ip in PEERS.items() if ident != 2})
-        yield dp, netns
+        dp = KernelDatapath(pin_dir, netns=netns)
+        try:
+            dp.register_endpoint(A, EP_A, ID_A, 1, 3)
+            dp.sync_ipcache({f"{ip}/32": ident for ident, ip in PEERS.items() if ident != 2})
+            yield dp, netns
+        finally:
+            dp.teardown()
     finally:
-        dp.teardown()
         delete_netns(netns)
 
 

@@ -46,13 +46,15 @@ class Bench:
 def bench(tag: str, pin_dir: Path) -> Iterator[Bench]:
     netns = f"nst{tag}-run"
     create_netns(netns)
-    dp = KernelDatapath(pin_dir, netns=netns)
     try:
-        dp.register_endpoint(A, EP_A, ID_A, 1, 3)
-        dp.register_endpoint(B, EP_B, ID_B, 1, 3)
-        yield Bench(dp, netns)
+        dp = KernelDatapath(pin_dir, netns=netns)
+        try:
+            dp.register_endpoint(A, EP_A, ID_A, 1, 3)
+            dp.register_endpoint(B, EP_B, ID_B, 1, 3)
+            yield Bench(dp, netns)
+        finally:
+            dp.teardown()
     finally:
-        dp.teardown()
         delete_netns(netns)
 
 

@@ -123,7 +123,10 @@ class KernelDatapath:
         The map entry is written before the programs are attached, so the first packet the
         programs see already has its endpoint. Attaching again replaces the programs in place.
         """
-        index = ifindex(ifname, self.netns)
+        try:
+            index = ifindex(ifname, self.netns)
+        except LookupError as exc:
+            raise DatapathError(f"cannot attach endpoint {endpoint_id}: {exc}", obj=ifname) from exc
         key = self.register_endpoint(ip, endpoint_id, identity, index, flags)
         try:
             attach_bpf(ifname, self._obj.programs["from_pod"], "ingress", name="from_pod",
