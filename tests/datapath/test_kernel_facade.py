@@ -195,3 +195,42 @@ def test_detach_forgets_the_endpoint_everywhere(pods: Pods) -> None:
     assert [i.endpoint_id for i in pods.dp.endpoints().values()] == [EP_B]
     assert pods.dp.dump_policy(EP_A) == {}
     assert all(k.endpoint_id != EP_A for k, _ in pods.dp.conntrack())
+
+
+_REJECTED_PROGRAM = """
+#include <linux/bpf.h>
+#include "maps_def.h"
+
+SEC("tc")
+int from_pod(struct __sk_buff *skb)
+{
+	struct endpoint_key k = {};
+	struct endpoint_info *ep = bpf_map_lookup_elem(&nst_endpoints, &k);
+
+	return ep->flags; /* no NULL check: the verifier must refuse this */
+}
+
+SEC("tc")
+int to_pod(struct __sk_buff *skb)
+{
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Apache-2.0";
+"""
+
+
+def test_a_verifier_rejection_names_program_errno_and_log(
+        pin_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netstrata.datapath.loader import build
+
+    sources = tmp_path / "bpf"
+    shutil.copytree(build.BPF_DIR, sources)
+    (sources / build.PROGRAM_SOURCE).write_text(_REJECTED_PROGRAM)
+    monkeypatch.setattr(build, "BPF_DIR", sources)
+    with pytest.raises(DatapathError) as caught:
+        KernelDatapath(pin_dir)
+    err = caught.value
+    assert (err.program, err.errno_name) == ("from_pod", "EACCES")
+    assert err.verifier_log_tail and "map_value_or_null" in err.verifier_log_tail
+    assert not [p for p in pin_dir.iterdir()]  # nothing left pinned by a failed load
