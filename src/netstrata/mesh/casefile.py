@@ -374,14 +374,19 @@ def case_record(case: MeshCase, got: MeshDecision) -> dict[str, Any]:
     return {"id": case.id, "status": status, "reason": mismatch, "probes": [probe]}
 
 
-def check_report(cases: Sequence[MeshCase], *, now: float = DEFAULT_NOW,
-                 mode: str = "reference") -> dict[str, Any]:
-    """FORMAT.md's result shape for `cases`."""
-    records = [case_record(c, run_case(c, now=now)) for c in cases]
-    summary = {"passed": 0, "failed": 0, "skipped": 0, "probes": len(records)}
+def report_of(records: Sequence[dict[str, Any]], mode: str = "reference") -> dict[str, Any]:
+    """FORMAT.md's result shape around case records."""
+    summary = {"passed": 0, "failed": 0, "skipped": 0,
+               "probes": sum(len(r["probes"]) for r in records)}
     for r in records:
         summary[r["status"]] += 1
-    return {"suite": SUITE, "mode": mode, "cases": records, "summary": summary}
+    return {"suite": SUITE, "mode": mode, "cases": list(records), "summary": summary}
+
+
+def check_report(cases: Sequence[MeshCase], *, now: float = DEFAULT_NOW,
+                 mode: str = "reference") -> dict[str, Any]:
+    """Run `cases` and report them in FORMAT.md's result shape."""
+    return report_of([case_record(c, run_case(c, now=now)) for c in cases], mode)
 
 
 __all__ = [
@@ -395,6 +400,7 @@ __all__ = [
     "load_cases",
     "mesh_of",
     "mint_token",
+    "report_of",
     "request_of",
     "run_case",
     "workload_of",
