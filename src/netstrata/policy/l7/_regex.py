@@ -23,7 +23,8 @@ What is rejected (valid in one engine only):
   `[[:^alpha:]]`, a quantifier on `^`/`$`/`\\b`.
 What is translated for Python (both accept it, with different meanings):
   `[[:alpha:]]` and the other POSIX classes (Python reads `[:alph` as a set), `{,n}` (a
-  literal in RE2, a repetition in Python) and `\\z` (Python spells it `\\Z`).
+  literal in RE2, a repetition in Python), `\\z` (Python spells it `\\Z`) and `\\B` (Python's
+  never matches an empty string).
 Remaining differences with the Python engine, unreachable from a conforming parser: `\\s`
 also matches `\\v`, `$` also matches before a final `\\n`, and `(?i)` folds only ASCII letters.
 """
@@ -68,7 +69,7 @@ _POSIX_CLASSES: Final = {
 
 _SIMPLE_ESCAPES: Final = frozenset("afnrtv")
 _CLASS_ESCAPES: Final = frozenset("dDsSwW")
-_ASSERT_ESCAPES: Final = frozenset("bBA")
+_ASSERT_ESCAPES: Final = frozenset("bA")
 _OCTAL: Final = frozenset("01234567")
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
 _FLAG_GROUP = re.compile(r"\(\?([ims]*(?:-[ims]*)?)([:)])")
@@ -136,6 +137,9 @@ class _Translator:
             return "\\" + c, "assert"
         if not in_class and c == "z":
             return r"\Z", "assert"
+        if not in_class and c == "B":
+            # Python's \B never matches in an empty string; RE2's does.
+            return r"(?:\B|\A\Z)", "assert"
         if c == "x":
             digits = p[i + 2:i + 4]
             if len(digits) == 2 and all(d in _HEX for d in digits):
