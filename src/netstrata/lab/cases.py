@@ -69,6 +69,24 @@ class Scenario:
     placement: dict[str, list[str]] = field(default_factory=dict)
     expect_apply: dict[str, Any] | None = None
     source: str = ""
+    secrets: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def _secrets(resources: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """Secrets the agent can read: a Secret's single data value (or its `value` key)."""
+    import base64
+
+    out = {}
+    for r in resources:
+        if r.get("kind") != "Secret":
+            continue
+        md = r.get("metadata") or {}
+        data = {k: base64.b64decode(v).decode() for k, v in (r.get("data") or {}).items()}
+        data.update(r.get("stringData") or {})
+        value = data.get("value") if "value" in data else (next(iter(data.values())) if len(data) == 1 else None)
+        if value is not None:
+            out[(md.get("namespace", "default"), md["name"])] = value
+    return out
 
 
 class CaseFileError(NetstrataError):
@@ -236,6 +254,7 @@ def _scenario(c: dict[str, Any], source: str) -> Scenario:
             topo.dns_records.setdefault(w.workload.fqdn.rstrip(".").lower(), w.ips)
     sc = Scenario(str(c["name"]), "scenarios", topo, source=source)
     sc.expect_apply = c.get("expect_apply")
+    sc.secrets = _secrets(c.get("resources") or [])
     sc.placement = _placement(c.get("placement") or {})
     sc.actions.append(Apply(list(c.get("policies") or [])))
     for p in c.get("probes", []) or []:

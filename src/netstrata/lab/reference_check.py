@@ -35,6 +35,7 @@ class ScenarioRunner:
     def __init__(self, sc: Scenario) -> None:
         self.sc = sc
         self.lab = ReferenceLab(sc.topology)
+        self.lab.secrets.update(sc.secrets)
         self.applied: dict[str, dict[str, Any]] = {}
         """Current manifests by ref (k8s steps replace by namespace/name)."""
 
@@ -206,6 +207,23 @@ class ScenarioRunner:
         return out
 
     def run_probe(self, probe: Probe) -> ProbeOutcome:
+        """Judge one probe. Probes are independent: each starts with the DNS cache empty, as on
+        a fresh agent, so toFQDNs admits only what this probe's own lookup taught it."""
+        self.lab.forget_fqdns()
+        out = self._run_probe(probe)
+        return self._app_answer(probe, out)
+
+    def _app_answer(self, probe: Probe, out: ProbeOutcome) -> ProbeOutcome:
+        from netstrata.lab.apps import http_status
+        from netstrata.policy.l7 import HTTPRequest
+
+        req = out.delivered
+        if out.got == "allowed" and isinstance(req, HTTPRequest) and probe.protocol == "http":
+            if http_status(req.method, req.path, req.headers) >= 400:
+                out.got = "app-error"
+        return out
+
+    def _run_probe(self, probe: Probe) -> ProbeOutcome:
         src = self._workload(probe.src)
         port = int(probe.port) if probe.port is not None else 0
         dst_ip, dport, name = self._target(probe, src, port)

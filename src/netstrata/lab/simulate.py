@@ -70,6 +70,8 @@ class ProbeOutcome:
     drop_reason: str | None = None
     proxied: bool = False
     steps: list[Step] = field(default_factory=list)
+    delivered: object | None = None
+    """The L7 request as it reached the server (after proxy rewrites), when allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,8 @@ class ReferenceLab:
         self.fqdn_ips: dict[str, dict[str, int]] = {}
         self.catalogs: dict[str, Catalog] = {}
         self.manifests: dict[str, tuple[tuple[api.CiliumPolicy, ...], tuple[api.NetworkPolicy, ...]]] = {}
+        self.secrets: dict[tuple[str, str], str] = {}
+        """(namespace, name) -> Secret value the agent may read (headerMatches secrets)."""
         self.rebuild_identities()
 
     # ------------------------------------------------------------------ identities and endpoints
@@ -159,6 +163,12 @@ class ReferenceLab:
         self.catalogs[cluster] = catalog
         self.manifests[cluster] = (cilium, k8s)
 
+    def forget_fqdns(self) -> None:
+        """Start from an empty DNS cache (a fresh agent) and drop identities learned from it."""
+        if any(self.fqdn_ips.values()):
+            self.fqdn_ips.clear()
+            self.reresolve()
+
     def reresolve(self) -> None:
         for cluster, (cilium, k8s) in self.manifests.items():
             self.apply(cluster, cilium, k8s, self.catalogs[cluster])
@@ -209,7 +219,7 @@ class ReferenceLab:
 
     def walk(self, src: PlacedWorkload, dst_ip: str, req: Request) -> ProbeOutcome:
         """Walk one connection/request from `src` to `dst_ip` and decide it."""
-        out = ProbeOutcome("allowed")
+        out = ProbeOutcome("allowed", delivered=req.l7)
         dst = self.topology.owner_of_ip(dst_ip)
         src_cluster = src.workload.cluster
         src_node = src.workload.node
@@ -243,12 +253,15 @@ class ReferenceLab:
                 out.proxied = True
                 l7 = policy.find_l7(direction, req.proto, req.port)
                 if l7 is not None and req.l7 is not None and req.parser == l7.parser:
-                    verdict = l7_check(l7, peer, req.l7)
+                    verdict = l7_check(l7, peer, req.l7,
+                                       lambda ns, name: self.secrets.get((ns, name)))
                     l7rule = policy.cookies.get(verdict.cookie) if verdict.cookie else None
                     out.steps.append(Step("l7", dname, verdict.allowed, l7rule, f"{l7.parser} rules"))
                     if not verdict.allowed:
                         return ProbeOutcome("denied-l7", "l7", rule, dname, None, True, out.steps)
                     out.layer, out.rule = "l7", l7rule or rule
+                    out.delivered = verdict.forwarded
+                    req = Request(req.proto, req.port, req.parser, verdict.forwarded)
                 elif l7 is not None and req.parser != l7.parser:
                     # The proxy cannot parse this protocol as the rules' L7 type: it refuses it.
                     out.steps.append(Step("l7", dname, False, rule, f"not {l7.parser} traffic"))
@@ -282,23 +295,24 @@ def default_pod_labels(w: api.Workload, ns_labels: Mapping[str, str]) -> LabelSe
 __all__ = ["ProbeOutcome", "ReferenceLab", "Request", "Step", "Proto"]
 
 
-def _fqdn_selectors(rules: tuple[InternalRule, ...]) -> set[str]:
+def _fqdn_selectors(rules: tuple[InternalRule, ...]) -> list[api.FQDNSelector]:
     from netstrata.policy.peers import FQDNPeer
 
-    return {p.selector_string for r in rules for el in r.elements for p in el.peers
-            if isinstance(p, FQDNPeer)}
+    found = {p.selector for r in rules for el in r.elements for p in el.peers
+             if isinstance(p, FQDNPeer) and p.selector is not None}
+    return sorted(found, key=lambda s: (s.match_name or "", s.match_pattern or ""))
 
 
 def _learn_fqdn(self: ReferenceLab, cluster: str, qname: str, ips: tuple[str, ...]) -> None:
     """What the DNS proxy does with an allowed answer (reference §6): label the answer's IPs
     `fqdn:<selector>` for every registered selector matching the name, then re-resolve."""
-    from netstrata.fqdn import selector_string_matches
+    from netstrata.fqdn import labels_for_name
 
     eng = self.engine(cluster)
-    matching = sorted(s for s in _fqdn_selectors(eng.state.rules) if selector_string_matches(s, qname))
-    if not matching:
+    fqdn_labels = labels_for_name(qname, _fqdn_selectors(eng.state.rules))
+    if not fqdn_labels:
         return
-    labels = LabelSet([Label("reserved", "world"), *(Label("fqdn", s) for s in matching)])
+    labels = LabelSet([Label("reserved", "world"), *fqdn_labels])
     learned = self.fqdn_ips.setdefault(cluster, {})
     for ip in ips:
         owner = self.topology.owner_of_ip(ip)

@@ -17,6 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
 
+from netstrata.api.types import FQDNSelector
 from netstrata.labels import SOURCE_CIDR, SOURCE_FQDN, LabelSet, Selector, reserved
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -119,6 +120,8 @@ class FQDNPeer:
     """Identities learned from DNS answers for names this selector matches (`fqdn:<sel>`)."""
 
     selector_string: str
+    selector: FQDNSelector | None = None
+    """The selector as written (the DNS proxy matches learned names against it)."""
 
     def selects(self, identity: int, labels: LabelSet, facts: IdentityFacts) -> bool:
         return any(lb.source == SOURCE_FQDN and lb.key == self.selector_string for lb in labels)

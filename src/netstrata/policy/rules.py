@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from netstrata.api import types as api
+from netstrata.fqdn import selector_string
 from netstrata.labels import (
     LABEL_CLUSTER,
     LABEL_NAMESPACE,
@@ -185,14 +186,6 @@ def _cidr_peers(rules: Iterable[api.CIDRRule], catalog: Catalog) -> list[PeerSel
     return peers
 
 
-def fqdn_selector_string(sel: api.FQDNSelector) -> str:
-    """The `fqdn:` label key for a selector: the name or pattern, lower-cased, fully qualified."""
-    text = (sel.match_name or sel.match_pattern or "").lower()
-    if sel.match_pattern is not None and text in ("*", "*."):
-        return text
-    return text if text.endswith(".") else text + "."
-
-
 def _service_peers(
     services: Iterable[api.ServiceSelector], inj: _Injector, catalog: Catalog
 ) -> list[PeerSelector]:
@@ -230,7 +223,7 @@ def _element_peers(el: api.PeerRule, direction: Direction, inj: _Injector, catal
         # identities (host, remote-node). TODO(issue 3): per-node identities with node labels.
         del node_sel
         peers.extend([reserved_selector("remote-node"), reserved_selector("host")])
-    peers.extend(FQDNPeer(fqdn_selector_string(f)) for f in el.fqdns or ())
+    peers.extend(FQDNPeer(selector_string(f), f) for f in el.fqdns or ())
     peers.extend(_service_peers(el.services or (), inj, catalog))
     return tuple(dict.fromkeys(peers))
 
