@@ -8,9 +8,10 @@ also load in Cilium and means the same on either engine.
 Engines. When the `re2` module (PyPI `google-re2`, the library Envoy links) is importable it
 does the matching: RE2 semantics exactly and time linear in the input, which matters because
 the input (a request path) comes from an untrusted peer. Otherwise Python's `re` runs a
-translated pattern with `fullmatch` and `re.ASCII`. Both engines see only patterns that passed
-`_Translator`, the RE2-and-Python common subset, so they agree on everything a conforming HTTP
-parser can hand them.
+translated pattern with `fullmatch` and `re.ASCII`; that engine backtracks, so a pattern such
+as `(a+)+b` can be made slow by a crafted path: install google-re2 wherever the proxy runs.
+Both engines see only patterns that passed `_Translator`, the RE2-and-Python common subset, so
+they agree on everything a conforming HTTP parser can hand them.
 
 What is rejected (valid in one engine only):
   Python-only: lookaround `(?=` `(?!` `(?<=` `(?<!`, atomic `(?>`, conditionals `(?(`,
