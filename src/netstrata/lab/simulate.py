@@ -91,7 +91,10 @@ class ReferenceLab:
         self.identities: dict[int, LabelSet] = dict(reserved_identities())
         self.identity_of: dict[str, int] = {}
         self._label_fn = pod_identity_labels or default_pod_labels
-        self._next: dict[int, int] = {}
+        from netstrata.kvstore import EmbeddedKVStore
+
+        self.kvstore = EmbeddedKVStore()
+        self._allocators: dict[int, object] = {}
         self.engines: dict[str, ClusterPolicyEngine] = {}
         self.fqdn_ips: dict[str, dict[str, int]] = {}
         self.catalogs: dict[str, Catalog] = {}
@@ -103,14 +106,18 @@ class ReferenceLab:
     # ------------------------------------------------------------------ identities and endpoints
 
     def _allocate(self, cluster_id: int, labels: LabelSet) -> int:
-        for ident, existing in self.identities.items():
-            if existing == labels:
-                return ident
-        base = (cluster_id << 16) if cluster_id else 256
-        nxt = self._next.get(cluster_id, base + 1 if cluster_id else 256)
-        self._next[cluster_id] = nxt + 1
-        self.identities[nxt] = labels
-        return nxt
+        """Allocate through the cluster's identity allocator (the embedded kvstore by default),
+        exactly as an agent does; equal labels give equal identities."""
+        alloc = self._allocators.get(cluster_id)
+        if alloc is None:
+            from netstrata.identity import IdentityAllocator
+
+            alloc = self._allocators[cluster_id] = IdentityAllocator(self.kvstore, cluster_id)
+        ident = alloc.lookup_by_labels(labels)
+        if ident is None:
+            ident = alloc.allocate(labels)
+        self.identities[ident] = labels
+        return ident
 
     def rebuild_identities(self) -> None:
         """(Re)compute pod identities from current labels; keeps engines' caches current."""
