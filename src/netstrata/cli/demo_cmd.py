@@ -57,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"== {case['id']}  [{case['status']}]" + (f"  {case['reason']}" if case.get("reason") else ""))
         rows = []
         for p in case["probes"]:
-            got = p["got"] or f"skipped: {p['reason'][:40]}..." if p["status"] == "skipped" else p["got"]
+            got = "skipped (mesh layer)" if p["status"] == "skipped" else p["got"]
             mark = {"passed": "ok", "failed": "MISMATCH", "skipped": "-"}[p["status"]]
             rows.append((p["from"], _target(p["to"]), f"{p.get('port') or ''}/{p['protocol']}", _request(p),
                          got, p.get("layer") or "", (p.get("rule") or "")[:70], mark))

@@ -255,7 +255,8 @@ class ReferenceLab:
                 out.layer, out.rule = "l3l4", rule
                 continue
             out.layer = out.layer or "l3l4"
-            out.rule = rule
+            if rule and out.layer != "l7":
+                out.rule = rule  # an L7 decision stays the one reported
             if result.proxy_port:
                 out.proxied = True
                 l7 = policy.find_l7(direction, req.proto, req.port)
