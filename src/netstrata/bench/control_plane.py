@@ -11,6 +11,7 @@ and of one policy changed, and peak memory (tracemalloc).
 from __future__ import annotations
 
 import random
+import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -29,6 +30,10 @@ class Synthetic:
     identities: dict[int, LabelSet]
     endpoints: list[EndpointInfo]
     policies: list[api.CiliumPolicy]
+
+
+SAMPLES = 21
+"""Incremental operations are timed this many times; the median and the maximum are reported."""
 
 
 def _pod_labels(ns: str, app: str, tier: str) -> LabelSet:
@@ -120,33 +125,45 @@ def run(endpoints: int, identities: int, policies: int, progress: Callable[[str]
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
-    progress("incremental: one identity added")
-    new_id, new_labels = 256 + identities + 1, _pod_labels("ns1", "app1", "new")
+    progress(f"incremental: one identity added, {SAMPLES} times")
+    add_times, add_counts = [], []
+    for k in range(SAMPLES):
+        new_id, new_labels = 256 + identities + 1 + k, _pod_labels(f"ns{k % 50}", f"app{k}", "new")
 
-    def add_identity() -> int:
-        changed = cache.upsert_identity(new_id, new_labels)
-        eps = [*syn.endpoints, EndpointInfo(len(syn.endpoints) + 1, new_id, new_labels)]
-        return _reresolve_changed(resolver, rules, changed, eps, new_id)  # type: ignore[arg-type]
+        def add_identity(new_id: int = new_id, new_labels: LabelSet = new_labels, k: int = k) -> int:
+            changed = cache.upsert_identity(new_id, new_labels)
+            eps = [*syn.endpoints, EndpointInfo(len(syn.endpoints) + 1 + k, new_id, new_labels)]
+            return _reresolve_changed(resolver, rules, changed, eps, new_id)  # type: ignore[arg-type]
 
-    t_add, n_add = _timed(add_identity)
-    progress("incremental: one policy changed")
-    changed_policy = _policy(random.Random(99), 1, ["ns1"], ["app1"])
+        t, n = _timed(add_identity)
+        add_times.append(t)
+        add_counts.append(n)
+    progress(f"incremental: one policy changed, {SAMPLES} times")
+    pol_times, pol_counts = [], []
+    for k in range(SAMPLES):
+        changed_policy = _policy(random.Random(99 + k), k, [f"ns{k % 50}"], [f"app{k}"])
 
-    def change_policy() -> int:
-        new_rules = translate_cilium(changed_policy, "default", Catalog())
-        subjects = {i for r in new_rules if r.subject for i in cache.select(LabelPeer(r.subject))}
-        r2 = Resolver([*rules, *new_rules], cache, PolicyConfig())  # type: ignore[list-item]
-        eps = {ep.identity: ep for ep in syn.endpoints if ep.identity in subjects}
-        for ep in eps.values():
-            r2.resolve(ep)
-        return len(eps)
+        def change_policy(changed_policy: api.CiliumPolicy = changed_policy) -> int:
+            new_rules = translate_cilium(changed_policy, "default", Catalog())
+            subjects = {i for r in new_rules if r.subject for i in cache.select(LabelPeer(r.subject))}
+            r2 = Resolver([*rules, *new_rules], cache, PolicyConfig())  # type: ignore[list-item]
+            eps = {ep.identity: ep for ep in syn.endpoints if ep.identity in subjects}
+            for ep in eps.values():
+                r2.resolve(ep)
+            return len(eps)
 
-    t_pol, n_pol = _timed(change_policy)
+        t, n = _timed(change_policy)
+        pol_times.append(t)
+        pol_counts.append(n)
+    t_add, t_add_max = statistics.median(add_times), max(add_times)
+    t_pol, t_pol_max = statistics.median(pol_times), max(pol_times)
+    n_add, n_pol = statistics.median(add_counts), statistics.median(pol_counts)
     return {
         "translate_s": t_translate, "identities_s": t_ids, "full_resolve_s": t_full,
         "map_entries": float(nkeys), "incremental_identity_ms": t_add * 1000,
         "reresolved_for_identity": float(n_add), "incremental_policy_ms": t_pol * 1000,
         "reresolved_for_policy": float(n_pol), "peak_mib": peak / 2**20,
+        "incremental_identity_max_ms": t_add_max * 1000, "incremental_policy_max_ms": t_pol_max * 1000,
     }
 
 
