@@ -114,10 +114,14 @@ class KVStore(ABC):
 
     def delete(self, key: str) -> bool:
         """Delete `key`; False if it was absent."""
-        entry = self.get_entry(key)
-        if entry is None:
-            return False
-        return self.txn((Compare(key, entry.mod_revision),), (Delete(key),)) is not None
+        while True:
+            # Compare-and-delete, so "was it there" is answered by the same commit that deletes;
+            # a lost race with another writer just reads the key again.
+            entry = self.get_entry(key)
+            if entry is None:
+                return False
+            if self.txn((Compare(key, entry.mod_revision),), (Delete(key),)) is not None:
+                return True
 
     def delete_prefix(self, prefix: str) -> list[str]:
         """Delete every key under `prefix` in one transaction; returns them, sorted.
