@@ -150,7 +150,7 @@ class AuthorizationPolicy:
 
     @property
     def dry_run(self) -> bool:
-        """`istio.io/dry-run` parsed as a Go bool (validation already refused other values)."""
+        """`istio.io/dry-run` parsed as a Go bool; anything else is enforced, as istiod does."""
         value = self.meta.annotation(DRY_RUN_ANNOTATION)
         return bool(value is not None and parse_go_bool(value))
 

@@ -201,6 +201,8 @@ def _rbac(run: _Run, policies: Sequence[AuthorizationPolicy], attrs: Attributes,
     if deny.dry_run:
         hit = first_match(deny.rules(bundle, tcp, dry=True), attrs)
         run.shadow_deny = ShadowResult("denied", hit.name) if hit else ShadowResult("allowed")
+        run.notes.append(f"dry-run DENY: shadow {run.shadow_deny.result}"
+                         + (f" by {hit.name}" if hit else ""))
     denied = first_match(deny.rules(bundle, tcp), attrs)
     if denied is not None:
         run.notes.append(f"DENY {denied.name} matches" + (f" ({denied.note})"
@@ -209,6 +211,8 @@ def _rbac(run: _Run, policies: Sequence[AuthorizationPolicy], attrs: Attributes,
     if allow.dry_run:
         hit = first_match(allow.rules(bundle, tcp, dry=True), attrs)
         run.shadow_allow = ShadowResult("allowed", hit.name) if hit else ShadowResult("denied")
+        run.notes.append(f"dry-run ALLOW: shadow {run.shadow_allow.result}"
+                         + (f" by {hit.name}" if hit else ""))
     if not allow.enforced:
         word = "no-allow-policies" if policies else "no-policies"
         run.notes.append("no enforced ALLOW policy: allowed")

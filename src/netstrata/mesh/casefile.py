@@ -185,6 +185,15 @@ def mint_token(spec: Mapping[str, Any], fixtures: Mapping[str, Any],
                         headers={"kid": kid})
 
 
+def istio_sni(host: Any, port: int) -> str | None:
+    """The SNI an Istio client sidecar sends with mTLS to a Kubernetes service:
+    `outbound_.<port>_._.<service FQDN>` (known only when the request names the FQDN)."""
+    if not isinstance(host, str) or ".svc." not in host:
+        return None
+    name, _, host_port = host.partition(":")
+    return f"outbound_.{host_port if host_port.isdigit() else port}_._.{name.lower()}"
+
+
 def request_of(raw: Mapping[str, Any], workload: Workload, fixtures: Mapping[str, Any],
                timing: Mapping[str, Any], now: float) -> tuple[MeshRequest, Peer]:
     req = dict(raw)
@@ -193,8 +202,11 @@ def request_of(raw: Mapping[str, Any], workload: Workload, fixtures: Mapping[str
         token = mint_token(req["jwt"], fixtures, timing, now)
         _place_token(req, headers, token, req["jwt"].get("location"))
     peer_raw = req.get("peer") or {}
-    peer = Peer(mtls=bool(peer_raw.get("mtls")), principal=peer_raw.get("principal"),
-                sni=peer_raw.get("sni") or req.get("sni"))
+    mtls = bool(peer_raw.get("mtls"))
+    sni = peer_raw.get("sni") or req.get("sni")
+    if mtls and not sni:
+        sni = istio_sni(req.get("host"), int(req["destination_port"]))
+    peer = Peer(mtls=mtls, principal=peer_raw.get("principal"), sni=sni)
     client_raw = req.get("client")
     client = None
     if isinstance(client_raw, Mapping):
@@ -223,11 +235,16 @@ def _sub_doc(doc: Located, prefix: FieldPath) -> Located:
 
 
 def _ext_authz(env: Mapping[str, Any]) -> dict[str, ExtAuthzResponse | None]:
+    """Stub answers by provider: `allow`, `deny` (with `status`), anything else = unreachable."""
     out: dict[str, ExtAuthzResponse | None] = {}
     for name, answer in (env.get("ext_authz") or {}).items():
-        decision = str((answer or {}).get("decision", "allow"))
-        out[name] = None if decision == "unreachable" else ExtAuthzResponse(
-            decision == "allow", int((answer or {}).get("status", 403)))
+        decision = str((answer or {}).get("decision", "allow")).lower()
+        if decision in ("allow", "allowed", "ok"):
+            out[name] = ExtAuthzResponse(True)
+        elif decision in ("deny", "denied"):
+            out[name] = ExtAuthzResponse(False, int((answer or {}).get("status", 403)))
+        else:
+            out[name] = None
     return out
 
 
@@ -318,13 +335,39 @@ def _upstream_mismatch(want: Mapping[str, Any], got: MeshDecision) -> str | None
     return None
 
 
+_MTLS_REASONS: Final = (
+    ("strict", ("strict", "plaintext")),
+    ("trust-domain", ("trust", "domain", "handshake", "td", "san")),
+)
+
+
+def _mtls_reason_class(decided_by: str) -> str | None:
+    reason = decided_by.removeprefix("mtls:").lower()
+    for name, words in _MTLS_REASONS:
+        if any(w in reason for w in words):
+            return name
+    return None
+
+
+def same_decider(expected: str, got: str) -> bool:
+    """`decided_by` equality. The conventions spell the mTLS refusals `mtls:<reason>` without
+    fixing the words, so two `mtls:` reasons agree when they name the same cause (STRICT vs
+    plaintext, or an untrusted trust domain); everything else must be identical."""
+    if expected == got:
+        return True
+    if expected.startswith("mtls:") and got.startswith("mtls:"):
+        cls = _mtls_reason_class(got)
+        return cls is not None and cls == _mtls_reason_class(expected)
+    return False
+
+
 def judge(case: MeshCase, got: MeshDecision) -> str | None:
     """None when `got` meets every expectation the case states, else the first mismatch."""
     e = case.expect
     checks: list[tuple[bool, str]] = [
         ("outcome" in e and e["outcome"] != got.outcome,
          f"expected {e.get('outcome')}, got {got.outcome}"),
-        ("decided_by" in e and e["decided_by"] != got.decided_by,
+        ("decided_by" in e and not same_decider(str(e["decided_by"]), got.decided_by),
          f"decided by {got.decided_by}, expected {e.get('decided_by')}"),
         ("audited" in e and bool(e["audited"]) != got.audited,
          f"audited={got.audited}, expected {e.get('audited')}"),
@@ -397,11 +440,13 @@ __all__ = [
     "case_record",
     "check_report",
     "judge",
+    "istio_sni",
     "load_cases",
     "mesh_of",
     "mint_token",
     "report_of",
     "request_of",
     "run_case",
+    "same_decider",
     "workload_of",
 ]

@@ -152,7 +152,6 @@ def test_problems_carry_file_line_and_field():
 
 
 @pytest.mark.parametrize("annotation,action,fragment", [
-    ("maybe", "DENY", "a Go boolean"),
     ("true", "AUDIT", "only on ALLOW or DENY"),
     ("true", "CUSTOM", "only on ALLOW or DENY"),
 ])
@@ -163,9 +162,11 @@ def test_dry_run_annotation_is_checked(annotation, action, fragment):
     assert any(fragment in r for r in problems(body, head=head))
 
 
-def test_dry_run_annotation_accepts_go_booleans():
+def test_dry_run_annotation_accepts_go_booleans_and_enforces_anything_else():
     head = HEAD + "  annotations: {istio.io/dry-run: 'T'}\n"
     assert parse("spec: {action: DENY, rules: [{}]}", head=head).dry_run is True
+    head = HEAD + "  annotations: {istio.io/dry-run: 'yes'}\n"
+    assert parse("spec: {action: DENY, rules: [{}]}", head=head).dry_run is False
 
 
 @pytest.mark.parametrize("body,fragment", [

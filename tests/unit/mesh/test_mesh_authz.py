@@ -56,9 +56,12 @@ def test_dry_run_deny_is_reported_not_enforced():
     assert (d.dry_run.deny.result, d.dry_run.deny.policy) == ("denied", "ns[foo]-policy[deny]-rule[0]")
 
 
-def test_dry_run_value_is_a_go_bool():
-    text = ap("foo", "deny", "action: DENY\nrules: [{}]", annotations='{"istio.io/dry-run": "0"}')
-    assert decide(text, http()).outcome == "deny-403"
+@pytest.mark.parametrize("value,outcome", [("0", "deny-403"), ("yes", "deny-403"),
+                                           ("True", "allow")])
+def test_dry_run_value_is_a_go_bool_and_anything_else_is_enforced(value, outcome):
+    text = ap("foo", "deny", "action: DENY\nrules: [{}]",
+              annotations=f'{{"istio.io/dry-run": "{value}"}}')
+    assert decide(text, http()).outcome == outcome
 
 
 def test_allow_shadow_is_not_evaluated_when_deny_decided():
