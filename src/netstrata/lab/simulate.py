@@ -127,7 +127,9 @@ class ReferenceLab:
             w = p.workload
             ns_labels = self.topology.namespaces.get((w.cluster, w.namespace), {})
             labels = self._label_fn(w, ns_labels)
-            ident = self._allocate(self.topology.cluster_index(w.cluster), labels)
+            # A lone cluster has no clustermesh id (0): identities from 256, as in Cilium.
+            cid = 0 if len(self.topology.clusters) == 1 else self.topology.cluster_index(w.cluster)
+            ident = self._allocate(cid, labels)
             self.identity_of[p.ref] = ident
             self.facts.ips.setdefault(ident, set()).update(p.ips)
             for name, pps in named_ports_of(w).items():
@@ -242,8 +244,14 @@ class ReferenceLab:
             if view is None:
                 view = (subject.workload.cluster, subject.workload.node)
             peer = self.ipcache(view[0], view[1], peer_ip)
-            result, audited = self._l34(policy, direction, peer, req)
             dname = direction.name.lower()
+            enforced = policy.ingress_enforced if direction == Direction.INGRESS else policy.egress_enforced
+            if not enforced:
+                out.steps.append(Step("l3l4", dname, True, None,
+                                      f"peer identity {peer}; not enforced (no policy selects {subject.ref})"))
+                out.layer = out.layer or "l3l4"
+                continue
+            result, audited = self._l34(policy, direction, peer, req)
             rule = policy.cookies.get(result.entry.cookie) if result.entry else None
             if not result.allowed and not audited:
                 reason = result.drop_reason.name if result.drop_reason else None

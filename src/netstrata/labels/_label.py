@@ -82,8 +82,9 @@ class LabelSet(frozenset[Label]):
         return "".join(f"{lb.source}:{lb.key}={lb.value};" for lb in self.sorted())
 
     def strings(self) -> list[str]:
-        """`source:key=value` strings, sorted (Hubble's endpoint `labels` shape)."""
-        return [f"{lb.source}:{lb.key}={lb.value}" for lb in self.sorted()]
+        """`source:key=value` strings (`source:key` when the value is empty), sorted: Hubble's
+        endpoint `labels` shape."""
+        return [str(lb) for lb in self.sorted()]
 
     def lookup(self, source: str, key: str) -> list[Label]:
         """Labels with this key; `source` `any` matches every source."""
