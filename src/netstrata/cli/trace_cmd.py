@@ -21,12 +21,31 @@ def register(psub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     tr.add_argument("--dns-query")
     tr.add_argument("--kafka-api-key", type=int)
     tr.add_argument("--kafka-topic", action="append", default=[])
+    _agent_flags(tr)
     tr.set_defaults(func=cmd_trace)
 
     get = psub.add_parser("get", help="the resolved policy map of an endpoint (like `cilium bpf policy get`)")
     get.add_argument("--manifests", nargs="+", required=True)
     get.add_argument("--endpoint", required=True, help="NS/POD")
+    _agent_flags(get)
     get.set_defaults(func=cmd_get)
+
+
+def _agent_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--enable-policy", choices=["default", "always", "never"], default="default",
+                   help="policy enforcement mode, as Cilium's agent option (default: default)")
+    p.add_argument("--policy-audit-mode", action="store_true",
+                   help="report would-be L3/L4 drops as AUDIT and forward them")
+    p.add_argument("--cluster-name", default="default")
+    p.add_argument("--no-allow-localhost", action="store_true",
+                   help="do not implicitly allow ingress from the local host")
+
+
+def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from netstrata.policy.resolve import PolicyConfig
+
+    return PolicyConfig(cluster=args.cluster_name, enforcement=args.enable_policy,
+                        audit_mode=args.policy_audit_mode, allow_localhost=not args.no_allow_localhost)
 
 
 def _find(lab, ref: str):  # type: ignore[no-untyped-def]
@@ -66,7 +85,7 @@ def _request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def cmd_trace(args: argparse.Namespace) -> int:
     from netstrata.lab.from_manifests import lab_from_manifests
 
-    lab = lab_from_manifests(args.manifests)
+    lab = lab_from_manifests(args.manifests, _config(args))
     src = _find(lab, args.src)
     kind, _, value = args.dst.partition(":")
     if kind in ("cidr", "ip"):
@@ -110,7 +129,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     from netstrata.lab.from_manifests import lab_from_manifests
 
-    lab = lab_from_manifests(args.manifests)
+    lab = lab_from_manifests(args.manifests, _config(args))
     p = _find(lab, args.endpoint)
     pol = lab.endpoint_policy(p)
     if pol is None:

@@ -81,3 +81,13 @@ def test_unknown_workload_is_a_clear_error():
     p = netstrata("policy", "trace", "--manifests", str(EXAMPLE), "--from", "default/nobody",
                   "--to", "default/deathstar", "--port", "80/TCP")
     assert p.returncode == 2 and "no workload 'default/nobody'" in p.stderr
+
+
+def test_audit_mode_and_enforcement_flags():
+    base = ["policy", "trace", "--manifests", str(EXAMPLE), "--from", "default/xwing", "--port", "80/TCP"]
+    audited = netstrata(*base, "--to", "default/deathstar", "--policy-audit-mode")
+    assert audited.returncode == 0 and "Verdict: audited" in audited.stdout
+    always = netstrata(*base, "--to", "default/tiefighter", "--enable-policy", "always")
+    assert always.returncode == 1 and "dropped at egress (POLICY_DENIED)" in always.stdout
+    never = netstrata(*base, "--to", "default/deathstar", "--enable-policy", "never")
+    assert never.returncode == 0 and "Verdict: allowed" in never.stdout
