@@ -359,12 +359,13 @@ def _check_selector_types(report: Report, spec: Any) -> None:
                "more than one of them")
     if spec.selector is not None:
         for k, v in (spec.selector.match_labels or {}).items():
-            where = ("spec", "selector", "matchLabels", k)
+            label_path: FieldPath = ("spec", "selector", "matchLabels", k)
             if k == "":
-                report(where, "a non-empty label key", '""')
+                report(label_path, "a non-empty label key", '""')
             if "*" in k or "*" in v:
-                report(where, "labels without wildcards", brief(f"{k}={v}"))
-    refs = [(("spec", "targetRef"), target_ref)] if target_ref else []
+                report(label_path, "labels without wildcards", brief(f"{k}={v}"))
+    refs: list[tuple[FieldPath, TargetRefSpec]] = (
+        [(("spec", "targetRef"), target_ref)] if target_ref else [])
     refs += [(("spec", "targetRefs", i), r) for i, r in enumerate(target_refs or [])]
     for where, ref in refs:
         if not ref.name:
@@ -472,7 +473,7 @@ def _check_dry_run(report: Report, doc: _Doc, action: str | None) -> None:
 
 
 def _check_authorization_policy(report: Report, doc: AuthorizationPolicyDoc) -> None:
-    spec = doc.spec or AuthorizationPolicySpec()
+    spec = doc.spec or AuthorizationPolicySpec.model_validate({})
     action = spec.action or "ALLOW"
     _check_dry_run(report, doc, action)
     _check_selector_types(report, spec)
@@ -539,7 +540,7 @@ def _valid_duration(text: str) -> bool:
 
 def _check_request_authentication(report: Report, doc: RequestAuthenticationDoc) -> None:
     _check_dry_run(report, doc, None)
-    spec = doc.spec or RequestAuthenticationSpec()
+    spec = doc.spec or RequestAuthenticationSpec.model_validate({})
     _check_selector_types(report, spec)
     for i, rule in enumerate(spec.jwt_rules or []):
         if rule is not None:
@@ -556,7 +557,7 @@ def _port_key(key: int | str) -> int | None:
 
 def _check_peer_authentication(report: Report, doc: PeerAuthenticationDoc) -> None:
     _check_dry_run(report, doc, None)
-    spec = doc.spec or PeerAuthenticationSpec()
+    spec = doc.spec or PeerAuthenticationSpec.model_validate({})
     empty_selector = spec.selector is None or not spec.selector.match_labels
     if spec.port_level_mtls is not None:
         if empty_selector and spec.port_level_mtls:
@@ -618,7 +619,7 @@ def _rule(rule: RuleSpec) -> t.Rule:
 
 
 def _authorization_policy(doc: AuthorizationPolicyDoc, source: SourceRef) -> t.AuthorizationPolicy:
-    spec = doc.spec or AuthorizationPolicySpec()
+    spec = doc.spec or AuthorizationPolicySpec.model_validate({})
     return t.AuthorizationPolicy(
         meta=_meta(doc, source), action=spec.action or "ALLOW",
         rules=tuple(_rule(r) for r in spec.rules or [] if r is not None),
@@ -643,14 +644,14 @@ def _jwt_rule(rule: JWTRuleSpec) -> t.JWTRule:
 
 def _request_authentication(doc: RequestAuthenticationDoc,
                             source: SourceRef) -> t.RequestAuthentication:
-    spec = doc.spec or RequestAuthenticationSpec()
+    spec = doc.spec or RequestAuthenticationSpec.model_validate({})
     return t.RequestAuthentication(
         meta=_meta(doc, source), jwt_rules=tuple(_jwt_rule(r) for r in spec.jwt_rules or [] if r),
         selector=_selector(spec.selector), target_refs=_target_refs(spec))
 
 
 def _peer_authentication(doc: PeerAuthenticationDoc, source: SourceRef) -> t.PeerAuthentication:
-    spec = doc.spec or PeerAuthenticationSpec()
+    spec = doc.spec or PeerAuthenticationSpec.model_validate({})
     ports: list[tuple[int, t.MTLSMode]] = []
     for key, mtls in (spec.port_level_mtls or {}).items():
         port = _port_key(key)
@@ -686,7 +687,7 @@ def parse(doc: Located) -> t.IstioObject:
     model: type[BaseModel] | None = _MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
         col.add(("kind",), "one of " + ", ".join(t.KINDS), brief(kind))
-    if col.problems or model is None:
+    if col.problems or model is None or not isinstance(kind, str):
         raise ManifestError(col.problems)
     checked = col.validate(model, data)
     if checked is None:

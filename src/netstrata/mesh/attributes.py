@@ -75,7 +75,7 @@ def joined_headers(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
 
 def remote_address(request: MeshRequest) -> str:
     """Envoy's trusted client address for this workload kind (see module docstring)."""
-    xff = joined_headers(request.headers).get("x-forwarded-for")
+    xff = joined_headers(request.headers).get("x-forwarded-for") if request.is_http else None
     entries = [e.strip() for e in xff.split(",")] if xff else []
     if request.workload.kind == "gateway":
         hops = request.workload.num_trusted_proxies

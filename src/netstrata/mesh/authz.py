@@ -153,7 +153,8 @@ def _custom(run: _Run, policies: Sequence[AuthorizationPolicy], attrs: Attribute
     too_many = len(names) > 1 and not mesh.multiple_custom_providers
     for name in names:
         provider = mesh.provider(name)
-        if provider is not None and not attrs.is_http and provider.kind == "http":
+        if (provider is not None and not too_many and not attrs.is_http
+                and provider.kind == "http"):
             run.notes.append(f"CUSTOM provider {name} is HTTP: ignored on a TCP port")
             continue
         rules = tuple(r for p in custom if p.provider == name

@@ -171,6 +171,10 @@ def mint_token(spec: Mapping[str, Any], fixtures: Mapping[str, Any],
         exp = -3600
     claims.setdefault("iat", int(now + iat))
     claims.setdefault("exp", int(now + exp))
+    if "nbf_offset_s" in spec or reason == "not-yet-valid":
+        claims.setdefault("nbf", int(now + spec.get("nbf_offset_s", 3600)))
+    if reason != "unknown-issuer" and fixtures.get("issuer"):
+        claims.setdefault("iss", fixtures["issuer"])
     if reason == "unknown-issuer" and claims.get("iss") in (None, fixtures.get("issuer")):
         claims["iss"] = UNKNOWN_ISSUER
     if reason == "audience" and "aud" not in claims:
@@ -206,7 +210,10 @@ def request_of(raw: Mapping[str, Any], workload: Workload, fixtures: Mapping[str
     sni = peer_raw.get("sni") or req.get("sni")
     if mtls and not sni:
         sni = istio_sni(req.get("host"), int(req["destination_port"]))
-    peer = Peer(mtls=mtls, principal=peer_raw.get("principal"), sni=sni)
+    principal = peer_raw.get("principal")
+    if isinstance(principal, str):
+        principal = principal.removeprefix("spiffe://")
+    peer = Peer(mtls=mtls, principal=principal, sni=sni)
     client_raw = req.get("client")
     client = None
     if isinstance(client_raw, Mapping):
@@ -387,9 +394,9 @@ def judge(case: MeshCase, got: MeshDecision) -> str | None:
         if bad:
             return why
     if "dry_run" in e:
-        why = _dry_run_mismatch(e["dry_run"] or {}, got)
-        if why:
-            return why
+        shadow_why = _dry_run_mismatch(e["dry_run"] or {}, got)
+        if shadow_why:
+            return shadow_why
     if "upstream" in e:
         return _upstream_mismatch(e["upstream"] or {}, got)
     return None

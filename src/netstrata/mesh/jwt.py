@@ -204,7 +204,8 @@ def _jwks_keys(rule: JWTRule, fetch: JwksFetcher | None) -> list[Mapping[str, An
     except ValueError as exc:
         raise JwtInvalid(MSG_NO_KEYS) from exc
     keys = data.get("keys") if isinstance(data, dict) and "keys" in data else [data]
-    valid = [k for k in keys or [] if isinstance(k, dict) and isinstance(k.get("kty"), str)]
+    valid: list[Mapping[str, Any]] = [
+        k for k in keys or [] if isinstance(k, dict) and isinstance(k.get("kty"), str)]
     if not valid:
         raise JwtInvalid(MSG_NO_KEYS)
     return valid
