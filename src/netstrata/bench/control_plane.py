@@ -16,6 +16,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from netstrata.api import types as api
 from netstrata.labels import Label, LabelSet, Selector
@@ -23,6 +24,7 @@ from netstrata.policy.peers import NO_FACTS, LabelPeer
 from netstrata.policy.resolve import EndpointInfo, PolicyConfig, Resolver
 from netstrata.policy.rules import Catalog, InternalRule, translate_cilium
 from netstrata.policy.selector_cache import SelectorCache
+from netstrata.policy.types import ResolvedPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,58 +97,64 @@ def generate(endpoints: int = 10_000, identities: int = 2_000, policies: int = 1
     return Synthetic(ids, eps, pols)
 
 
-def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+T = TypeVar("T")
+
+
+def _timed(fn: Callable[[], T]) -> tuple[float, T]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
 
 
 def _resolve_all(resolver: Resolver, eps: list[EndpointInfo]) -> int:
-    seen: dict[int, object] = {}
+    seen: dict[int, ResolvedPolicy] = {}
     for ep in eps:
         if ep.identity not in seen:
             seen[ep.identity] = resolver.resolve(ep)
-    return sum(len(p.entries) for p in seen.values())  # type: ignore[attr-defined]
+    return sum(len(p.entries) for p in seen.values())
 
 
 def run(endpoints: int, identities: int, policies: int, progress: Callable[[str], None]) -> dict[str, float]:
     progress(f"generating {endpoints} endpoints, {identities} identities, {policies} policies")
     syn = generate(endpoints, identities, policies)
-    t_translate, rules = _timed(lambda: [r for p in syn.policies for r in translate_cilium(p, "default", Catalog())])
+    t_translate, rules = _timed(
+        lambda: [r for p in syn.policies for r in translate_cilium(p, "default", Catalog())])
     cache = SelectorCache(NO_FACTS)
     t_ids, _ = _timed(lambda: [cache.upsert_identity(i, ls) for i, ls in syn.identities.items()])
-    resolver = Resolver(rules, cache, PolicyConfig())  # type: ignore[arg-type]
+    resolver = Resolver(rules, cache, PolicyConfig())
     progress("full resolve")
     t_full, nkeys = _timed(lambda: _resolve_all(resolver, syn.endpoints))
     resolver.prepare()
     progress("peak memory of a second full resolve (tracemalloc, slower)")
     tracemalloc.start()
-    _resolve_all(Resolver(rules, cache, PolicyConfig()), syn.endpoints)  # type: ignore[arg-type]
+    _resolve_all(Resolver(rules, cache, PolicyConfig()), syn.endpoints)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
     progress(f"incremental: one identity added, {SAMPLES} times")
-    add_times, add_counts = [], []
+    add_times: list[float] = []
+    add_counts: list[int] = []
     for k in range(SAMPLES):
         new_id, new_labels = 256 + identities + 1 + k, _pod_labels(f"ns{k % 50}", f"app{k}", "new")
 
         def add_identity(new_id: int = new_id, new_labels: LabelSet = new_labels, k: int = k) -> int:
             changed = cache.upsert_identity(new_id, new_labels)
             eps = [*syn.endpoints, EndpointInfo(len(syn.endpoints) + 1 + k, new_id, new_labels)]
-            return _reresolve_changed(resolver, rules, changed, eps, new_id)  # type: ignore[arg-type]
+            return _reresolve_changed(resolver, rules, changed, eps, new_id)
 
         t, n = _timed(add_identity)
         add_times.append(t)
         add_counts.append(n)
     progress(f"incremental: one policy changed, {SAMPLES} times")
-    pol_times, pol_counts = [], []
+    pol_times: list[float] = []
+    pol_counts: list[int] = []
     for k in range(SAMPLES):
         changed_policy = _policy(random.Random(99 + k), k, [f"ns{k % 50}"], [f"app{k}"])
 
         def change_policy(changed_policy: api.CiliumPolicy = changed_policy) -> int:
             new_rules = translate_cilium(changed_policy, "default", Catalog())
             subjects = {i for r in new_rules if r.subject for i in cache.select(LabelPeer(r.subject))}
-            r2 = Resolver([*rules, *new_rules], cache, PolicyConfig())  # type: ignore[list-item]
+            r2 = Resolver([*rules, *new_rules], cache, PolicyConfig())
             eps = {ep.identity: ep for ep in syn.endpoints if ep.identity in subjects}
             for ep in eps.values():
                 r2.resolve(ep)

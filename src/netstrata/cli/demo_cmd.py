@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from importlib import resources
+from typing import Any
 
 from netstrata.cli._output import table
 
@@ -26,7 +27,7 @@ def _target(to: object) -> str:
     return str(to)
 
 
-def _request(p: dict) -> str:
+def _request(p: dict[str, Any]) -> str:
     l7 = p.get("l7") or {}
     if "http" in l7:
         h = l7["http"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from netstrata.cli._output import table
 
@@ -43,7 +44,7 @@ def cmd_endpoint_list(args: argparse.Namespace) -> int:
     from netstrata.lab.from_manifests import lab_from_manifests
 
     lab = lab_from_manifests(args.manifests)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for eng in lab.engines.values():
         for ep in eng.endpoints.values():
             pol = eng.state.policies.get(ep.endpoint_id)

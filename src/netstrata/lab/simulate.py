@@ -10,7 +10,7 @@ a redirected ingress port. Each step's decision, and the rule that made it, is r
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from netstrata.agent.engine import (
@@ -26,10 +26,13 @@ from netstrata.agent.engine import (
 from netstrata.api import types as api
 from netstrata.datapath.reference._lookup import LookupResult, policy_lookup
 from netstrata.datapath.reference.l7 import l7_check
+from netstrata.identity import IdentityAllocator
 from netstrata.lab.topology import PlacedWorkload, Topology
 from netstrata.labels import Label, LabelSet
 from netstrata.policy.rules import Catalog, InternalRule
 from netstrata.policy.types import Direction, Proto, ResolvedPolicy
+
+PodLabelFn = Callable[[api.Workload, Mapping[str, str]], LabelSet]
 
 RESERVED_LABELS: Mapping[int, tuple[str, ...]] = {
     1: ("host",),
@@ -94,7 +97,7 @@ class ReferenceLab:
         from netstrata.kvstore import EmbeddedKVStore
 
         self.kvstore = EmbeddedKVStore()
-        self._allocators: dict[int, object] = {}
+        self._allocators: dict[int, IdentityAllocator] = {}
         self.engines: dict[str, ClusterPolicyEngine] = {}
         self.fqdn_ips: dict[str, dict[str, int]] = {}
         self.catalogs: dict[str, Catalog] = {}
@@ -110,8 +113,6 @@ class ReferenceLab:
         exactly as an agent does; equal labels give equal identities."""
         alloc = self._allocators.get(cluster_id)
         if alloc is None:
-            from netstrata.identity import IdentityAllocator
-
             alloc = self._allocators[cluster_id] = IdentityAllocator(self.kvstore, cluster_id)
         ident = alloc.lookup_by_labels(labels)
         if ident is None:
@@ -171,6 +172,24 @@ class ReferenceLab:
         eng.apply_rules(rules)
         self.catalogs[cluster] = catalog
         self.manifests[cluster] = (cilium, k8s)
+
+    def learn_fqdn(self, cluster: str, qname: str, ips: tuple[str, ...]) -> None:
+        """What the DNS proxy does with an allowed answer (reference §6): label the answer's IPs
+        `fqdn:<selector>` for every registered selector matching the name, then re-resolve."""
+        from netstrata.fqdn import labels_for_name
+
+        eng = self.engine(cluster)
+        fqdn_labels = labels_for_name(qname, _fqdn_selectors(eng.state.rules))
+        if not fqdn_labels:
+            return
+        labels = LabelSet([Label("reserved", "world"), *fqdn_labels])
+        learned = self.fqdn_ips.setdefault(cluster, {})
+        for ip in ips:
+            owner = self.topology.owner_of_ip(ip)
+            if owner is not None and owner.workload.kind == "pod":
+                continue  # toFQDNs never applies to cluster IPs
+            learned[ip] = eng.allocate_local(labels)
+        self.reresolve()
 
     def forget_fqdns(self) -> None:
         """Start from an empty DNS cache (a fresh agent) and drop identities learned from it."""
@@ -288,7 +307,6 @@ class ReferenceLab:
         return src.ip
 
 
-PodLabelFn = "Callable[[api.Workload, dict[str, str]], LabelSet]"
 
 
 def default_pod_labels(w: api.Workload, ns_labels: Mapping[str, str]) -> LabelSet:
@@ -318,24 +336,3 @@ def _fqdn_selectors(rules: tuple[InternalRule, ...]) -> list[api.FQDNSelector]:
              if isinstance(p, FQDNPeer) and p.selector is not None}
     return sorted(found, key=lambda s: (s.match_name or "", s.match_pattern or ""))
 
-
-def _learn_fqdn(self: ReferenceLab, cluster: str, qname: str, ips: tuple[str, ...]) -> None:
-    """What the DNS proxy does with an allowed answer (reference §6): label the answer's IPs
-    `fqdn:<selector>` for every registered selector matching the name, then re-resolve."""
-    from netstrata.fqdn import labels_for_name
-
-    eng = self.engine(cluster)
-    fqdn_labels = labels_for_name(qname, _fqdn_selectors(eng.state.rules))
-    if not fqdn_labels:
-        return
-    labels = LabelSet([Label("reserved", "world"), *fqdn_labels])
-    learned = self.fqdn_ips.setdefault(cluster, {})
-    for ip in ips:
-        owner = self.topology.owner_of_ip(ip)
-        if owner is not None and owner.workload.kind == "pod":
-            continue  # toFQDNs never applies to cluster IPs
-        learned[ip] = eng.allocate_local(labels)
-    self.reresolve()
-
-
-ReferenceLab.learn_fqdn = _learn_fqdn  # type: ignore[attr-defined]
