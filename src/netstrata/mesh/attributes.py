@@ -126,7 +126,7 @@ def build_attributes(request: MeshRequest, peer: Peer, *, target: str | None = N
     is_http = request.is_http
     hdrs = joined_headers(request.headers if headers is None else headers) if is_http else {}
     if is_http:
-        hdrs[":method"] = request.method or "GET"
+        hdrs[":method"] = request.method or ("POST" if request.protocol == "grpc" else "GET")
         hdrs[":path"] = target or request.path or "/"
         hdrs[":scheme"] = "https" if peer.mtls else "http"
         if request.host is not None:
@@ -137,7 +137,7 @@ def build_attributes(request: MeshRequest, peer: Peer, *, target: str | None = N
         destination_port=request.destination_port,
         destination_ip=request.destination_ip or request.workload.ip,
         principal_uri=SPIFFE_PREFIX + peer.principal if peer.mtls and peer.principal else None,
-        sni=peer.sni, method=request.method if is_http else None,
+        sni=peer.sni, method=hdrs.get(":method"),
         host=request.host if is_http else None,
         path=match_path(target or request.path or "/") if is_http else None,
         headers=hdrs, jwt_payload=jwt_payload if is_http else None,

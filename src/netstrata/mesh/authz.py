@@ -255,7 +255,7 @@ def evaluate(policies: Iterable[IstioObject], request: MeshRequest, peer: Peer,
     applicable = selection.authorization_policies(objects, request.workload, mesh)
     target: str | None = None
     if request.is_http:
-        if not request.method or not _METHOD.fullmatch(request.method):
+        if request.method is not None and not _METHOD.fullmatch(request.method):
             run.notes.append(f"method {request.method!r} is not an upper-case token")
             return run.decide("reject-400", "http:bad-method", status=400)
         outcome = normalized_target(request, mesh)

@@ -16,6 +16,7 @@ case: `got` = outcome, `rule` = decided_by, layer `mesh`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,10 @@ class MeshCase:
     expect: Mapping[str, Any]
     tags: tuple[str, ...] = ()
     ext_authz: Mapping[str, ExtAuthzResponse | None] = field(default_factory=dict)
+    jwks_by_uri: Mapping[str, str] = field(default_factory=dict)
+    """What each `jwksUri` serves (`environment.jwks`)."""
+    default_jwks: str | None = None
+    """Served for any other `jwksUri`: the fixture JWKS, the only key set of the test world."""
     rejected: tuple[str, ...] = ()
     """Manifests refused by validation (not applied), as rendered ManifestErrors."""
 
@@ -220,11 +225,13 @@ def request_of(raw: Mapping[str, Any], workload: Workload, fixtures: Mapping[str
         client = ClientCapture(
             annotations={str(k): str(v) for k, v in (client_raw.get("annotations") or {}).items()},
             has_sidecar=client_raw.get("sidecar", True) not in (False, "none", "false"))
+    protocol = str(req.get("protocol", "http")).lower()
+    method = req.get("method") or (None if protocol == "tcp" else
+                                   "POST" if protocol == "grpc" else "GET")
     request = MeshRequest(
-        workload=workload, destination_port=int(req["destination_port"]),
-        protocol=str(req.get("protocol", "http")).lower(),
+        workload=workload, destination_port=int(req["destination_port"]), protocol=protocol,
         source_ip=str(req.get("source_ip", "0.0.0.0")), destination_ip=req.get("destination_ip"),
-        method=req.get("method"), host=req.get("host"), path=req.get("path"),
+        method=method, host=req.get("host"), path=req.get("path"),
         headers=tuple(headers), client=client,
         filter_metadata=req.get("metadata") or req.get("filter_metadata") or {})
     return request, peer
@@ -274,13 +281,17 @@ def _case(doc: Located, i: int, top: Mapping[str, Any], now: float) -> MeshCase:
             and not (o.selector and o.selector.match_labels) for o in objects):
         objects.insert(0, mesh_pa)
     workload = workload_of(raw.get("workload") or {})
+    env = raw.get("environment") or {}
     request, peer = request_of(raw.get("request") or {}, workload, fixtures,
                                defaults.get("jwt") or {}, now)
     return MeshCase(
         id=str(raw.get("id", f"case-{i}")), title=str(raw.get("title", "")),
         objects=tuple(objects), request=request, peer=peer, mesh=mesh,
         expect=raw.get("expect") or {}, tags=tuple(raw.get("tags") or ()),
-        ext_authz=_ext_authz(raw.get("environment") or {}), rejected=tuple(rejected))
+        ext_authz=_ext_authz(env), rejected=tuple(rejected),
+        jwks_by_uri={str(k): v if isinstance(v, str) else json.dumps(v)
+                     for k, v in (env.get("jwks") or {}).items()},
+        default_jwks=fixtures.get("jwks"))
 
 
 def load_cases(path: str | Path, *, now: float = DEFAULT_NOW) -> list[MeshCase]:
@@ -312,8 +323,11 @@ def run_case(case: MeshCase, *, now: float = DEFAULT_NOW) -> MeshDecision:
     def ext_authz(provider: ExtensionProvider, _req: MeshRequest) -> ExtAuthzResponse | None:
         return case.ext_authz.get(provider.name)
 
+    def jwks(uri: str) -> str | None:
+        return case.jwks_by_uri.get(uri, case.default_jwks)
+
     return evaluate(case.objects, case.request, case.peer, case.mesh, now=now,
-                    ext_authz=ext_authz)
+                    ext_authz=ext_authz, jwks_fetcher=jwks)
 
 
 def _dry_run_mismatch(want: Mapping[str, Any], got: MeshDecision) -> str | None:
