@@ -228,6 +228,22 @@ def _rbac(run: _Run, policies: Sequence[AuthorizationPolicy], attrs: Attributes,
     return run.decide("allow", allowed.name, upstream=upstream)
 
 
+def _http_target(run: _Run, mesh: MeshConfig) -> str | MeshDecision:
+    """The connection manager's checks before any filter: method syntax, path normalization
+    (reference §9). Returns the normalized request target, or the 400 decision."""
+    request = run.request
+    if request.method is not None and not _METHOD.fullmatch(request.method):
+        run.notes.append(f"method {request.method!r} is not an upper-case token")
+        return run.decide("reject-400", "http:bad-method", status=400)
+    outcome = normalized_target(request, mesh)
+    if outcome.action == "reject":
+        run.notes.append("the path fails normalization")
+        return run.decide("reject-400", "http:bad-path", status=400)
+    if outcome.action == "redirect":
+        run.notes.append(f"escaped slashes: 307 to {outcome.path}; the retry is judged")
+    return outcome.path
+
+
 def evaluate(policies: Iterable[IstioObject], request: MeshRequest, peer: Peer,
              mesh_config: MeshConfig | None = None, *, now: float,
              ext_authz: ExtAuthzClient | None = None,
@@ -255,16 +271,10 @@ def evaluate(policies: Iterable[IstioObject], request: MeshRequest, peer: Peer,
     applicable = selection.authorization_policies(objects, request.workload, mesh)
     target: str | None = None
     if request.is_http:
-        if request.method is not None and not _METHOD.fullmatch(request.method):
-            run.notes.append(f"method {request.method!r} is not an upper-case token")
-            return run.decide("reject-400", "http:bad-method", status=400)
-        outcome = normalized_target(request, mesh)
-        if outcome.action == "reject":
-            run.notes.append("the path fails normalization")
-            return run.decide("reject-400", "http:bad-path", status=400)
-        if outcome.action == "redirect":
-            run.notes.append(f"escaped slashes: 307 to {outcome.path}; the retry is judged")
-        target = outcome.path
+        checked = _http_target(run, mesh)
+        if isinstance(checked, MeshDecision):
+            return checked
+        target = checked
     attrs = build_attributes(request, peer, target=target)
     decided = _custom(run, applicable, attrs, mesh, bundle, ext_authz)
     if decided is not None:
