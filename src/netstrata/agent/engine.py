@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from netstrata.api import types as api
 from netstrata.errors import PolicyConflictError
+from netstrata.identity import LocalIdentityAllocator
 from netstrata.labels import LabelSet
 from netstrata.policy.peers import CIDRPeer
 from netstrata.policy.resolve import EndpointInfo, NamedPorts, PolicyConfig, Resolver
@@ -97,29 +98,29 @@ class ClusterPolicyEngine:
         self.state = PolicyState()
         self.endpoints: dict[int, Endpoint] = {}
         self._cidr_ids: dict[str, int] = {}
-        self._next_local = 0x01000001
+        self._local = LocalIdentityAllocator()
 
     # ------------------------------------------------------------------ identities
 
     def allocate_local(self, labels: LabelSet) -> int:
-        for ident, existing in self.cache.identities.items():
-            if existing == labels and ident >= 0x01000000:
-                return ident
-        ident = self._next_local
-        self._next_local += 1
-        self.cache.upsert_identity(ident, labels)
+        """A node-local (CIDR/FQDN) identity for `labels`, known to the selector cache."""
+        ident = self._local.lookup_by_labels(labels)
+        if ident is None:
+            ident = self._local.allocate(labels)
+        if self.cache.identities.get(ident) != labels and ident > 255:
+            self.cache.upsert_identity(ident, labels)
         return ident
 
     def cidr_identity(self, prefix: str) -> int:
+        """The identity of a CIDR a policy references (/0 is world, as in Cilium)."""
         net = str(ipaddress.ip_network(prefix, strict=False))
         ident = self._cidr_ids.get(net)
         if ident is None:
-            from netstrata.labels import Label
-
-            labels = [Label("reserved", "world")]
-            if not net.endswith("/0"):
-                labels.append(Label("cidr", net))
-            ident = self._cidr_ids[net] = self.allocate_local(LabelSet(labels))
+            ident = self._local.lookup_cidr(net) or self._local.allocate_cidr(net)
+            labels = self._local.lookup(ident)
+            if labels is not None and ident > 255:
+                self.cache.upsert_identity(ident, labels)
+            self._cidr_ids[net] = ident
         return ident
 
     def cidr_prefixes(self) -> dict[str, int]:
