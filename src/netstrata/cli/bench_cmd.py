@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cp.add_argument("--identities", type=int, default=2_000)
     cp.add_argument("--policies", type=int, default=1_000)
     cp.set_defaults(func=cmd_control_plane)
+    _register_datapath(bsub)
+    _register_churn(bsub)
 
 
 def cmd_control_plane(args: argparse.Namespace) -> int:
@@ -35,4 +37,111 @@ def cmd_control_plane(args: argparse.Namespace) -> int:
           f"{r['incremental_policy_max_ms']:.2f} ms (target < 5 ms; {r['incremental_policy_ms'] / 5:.2f}x; "
           f"{int(r['reresolved_for_policy'])} identities re-resolved)")
     print(f"  peak memory (tracemalloc) {r['peak_mib']:9.1f} MiB")
+    return 0
+
+
+# ------------------------------------------------------------------ datapath and churn
+
+
+def _progress(msg: str) -> None:
+    print(f"... {msg}", file=sys.stderr, flush=True)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v.replace("_", "")) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError("expected non-negative integers")
+    return values
+
+
+def _cpu(text: str) -> int | None:
+    return None if text == "none" else int(text)
+
+
+def _register_datapath(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = bsub.add_parser("datapath", help="L3/L4 policy cost vs N: no program, eBPF, iptables, nftables (root)")
+    p.add_argument("--entries", type=_int_list, default=None,
+                   help="comma-separated N (default 0,1000,5000,10000,20000,100000)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 2)")
+    p.add_argument("--rounds", type=int, default=None, help="measurements per point, median kept (default 2)")
+    p.add_argument("--lanes", default=None, help="comma-separated subset of baseline,ebpf,iptables,iptables-est,nftset")
+    p.add_argument("--quick", action="store_true", help="N=0,1k,20k, 1 s, one round (about a minute)")
+    p.add_argument("--client-cpu", type=_cpu, default=0, help="CPU for the load generator client ('none': unpinned)")
+    p.add_argument("--server-cpu", type=_cpu, default=1, help="CPU for the server")
+    p.add_argument("--plot", default="netstrata-bench-datapath.png", help="PNG to write (matplotlib)")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("-o", "--output", choices=("table", "markdown", "json"), default="table")
+    p.set_defaults(func=cmd_datapath)
+
+
+def cmd_datapath(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from netstrata.bench import _render
+    from netstrata.bench.datapath import DatapathBenchConfig, run
+
+    cfg = DatapathBenchConfig.quick() if args.quick else DatapathBenchConfig()
+    overrides: dict[str, object] = {"client_cpu": args.client_cpu, "server_cpu": args.server_cpu}
+    if args.entries is not None:
+        overrides["entries"] = args.entries
+    if args.duration is not None:
+        overrides["duration"] = args.duration
+    if args.rounds is not None:
+        overrides["rounds"] = max(1, args.rounds)
+    if args.lanes:
+        overrides["lanes"] = tuple(v.strip() for v in args.lanes.split(",") if v.strip())
+    report = run(dataclasses.replace(cfg, **overrides), _progress)  # type: ignore[arg-type]
+    if args.output == "json":
+        print(json.dumps(_render.datapath_json(report), indent=2))
+    elif args.output == "markdown":
+        print(_render.datapath_markdown(report))
+    else:
+        print(_render.datapath_text(report))
+    if not args.no_plot:
+        try:
+            from netstrata.bench.plot import plot_datapath
+
+            _progress(f"plot written to {plot_datapath(report, args.plot)}")
+        except ImportError:
+            _progress("matplotlib is not installed: no plot (pip install matplotlib)")
+    return 0
+
+
+def _register_churn(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = bsub.add_parser("churn", help="programming time and time to enforce under policy churn (root)")
+    p.add_argument("--entries", type=int, default=100_000, help="policy entries of the full sync (default 100000)")
+    p.add_argument("--rate", type=float, default=100.0, help="policy changes per second (default 100)")
+    p.add_argument("--seconds", type=float, default=None, help="churn duration (default 5)")
+    p.add_argument("--probe-rate", type=float, default=5000.0, help="probe datagrams per second (default 5000)")
+    p.add_argument("--background", type=int, default=100,
+                   help="static /32 CIDR peers of the churned endpoint (default 100)")
+    p.add_argument("--quick", action="store_true", help="2 s of churn, 11 samples per change size")
+    p.add_argument("--skip-sync", action="store_true", help="only the time-to-enforce part")
+    p.add_argument("--skip-enforce", action="store_true", help="only the programming-time part")
+    p.add_argument("-o", "--output", choices=("table", "markdown", "json"), default="table")
+    p.set_defaults(func=cmd_churn)
+
+
+def cmd_churn(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from netstrata.bench import _render
+    from netstrata.bench.churn import ChurnConfig, run
+
+    cfg = ChurnConfig.quick() if args.quick else ChurnConfig()
+    cfg = dataclasses.replace(cfg, sync_entries=args.entries, rate=args.rate, probe_rate=args.probe_rate,
+                              background=args.background,
+                              seconds=args.seconds if args.seconds is not None else cfg.seconds)
+    report = run(cfg, _progress, sync=not args.skip_sync, enforce=not args.skip_enforce)
+    if args.output == "json":
+        print(json.dumps(_render.churn_json(report), indent=2))
+    elif args.output == "markdown":
+        print(_render.churn_markdown(report))
+    else:
+        print(_render.churn_text(report))
     return 0
