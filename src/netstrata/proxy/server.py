@@ -161,7 +161,7 @@ class NodeProxy:
         self._servers: dict[str, asyncio.Server] = {}
         self._dns: dict[str, DNSProxy] = {}
         self._addresses: dict[str, Address] = {}
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], _Connection | None] = {}
         self._ids = itertools.count(1)
         self._total = self._refused = self._failed = 0
         self._forwarded = self._denied = 0
@@ -217,13 +217,24 @@ class NodeProxy:
             await dns.aclose()
 
     async def aclose(self) -> None:
-        """Stop every listener and end every connection."""
+        """Stop every listener and end every connection.
+
+        Connections are asked to stop (they flush and close like any other) rather than
+        cancelled: asyncio's stream server logs a cancelled handler as an error on 3.11. One
+        that has not ended after the lingering time is cancelled all the same.
+        """
         for name in list(self._addresses):
             await self.remove_listener(name)
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        for conn in self._connections.values():
+            if conn is not None:
+                conn.stop()
+        tasks = list(self._connections)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.config.linger + 1.0)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
 
     def statistics(self) -> ProxyStatistics:
         """Counters since start."""
@@ -253,7 +264,7 @@ class NodeProxy:
         task = asyncio.current_task()
         assert task is not None
         conn_id = f"{spec.name}#{next(self._ids)}"
-        self._connections.add(task)
+        self._connections[task] = None
         self._total += 1
         try:
             info = self._identify(spec, writer)
@@ -264,14 +275,15 @@ class NodeProxy:
                 writer.transport.abort()
                 return
             conn_log = _ConnLog(log, {"conn": conn_id})
-            layer = self._make_layer(spec, info)
-            await _Connection(self, layer, reader, writer, conn_log).run()
+            conn = self._connections[task] = _Connection(
+                self, self._make_layer(spec, info), reader, writer, conn_log)
+            await conn.run()
         except Exception:  # the connection edge: log, fail closed, keep serving the others
             self._failed += 1
             log.exception("[%s] connection failed; closed", conn_id)
             writer.transport.abort()
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
 
     def _identify(self, spec: ListenerSpec, writer: asyncio.StreamWriter) -> ConnectionInfo | None:
         peer = writer.get_extra_info("peername")
@@ -307,19 +319,26 @@ class _Connection:
         self._readable = asyncio.Event()
         self._timer_changed = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def stop(self) -> None:
+        """End the connection as if the layer had closed it (proxy shutdown)."""
+        self._done.set()
+        self._readable.set()
 
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 self._feed(Start())
-                tasks = [tg.create_task(self._pump_client(), name="client pump"),
-                         tg.create_task(self._run_timer(), name="timer")]
+                self._tasks.append(tg.create_task(self._pump_client(), name="client pump"))
+                self._tasks.append(tg.create_task(self._run_timer(), name="timer"))
                 await self._flush()
                 await self._done.wait()
-                for task in tasks:
-                    task.cancel()
                 self._tg = None
+                self._close_upstream()
+                for task in self._tasks:
+                    task.cancel()
             await self._linger()
         finally:
             self._close_upstream()
@@ -347,7 +366,9 @@ class _Connection:
                 self._log.log(cmd.level, cmd.message)
             elif isinstance(cmd, OpenServer):
                 if self._tg is not None:
-                    self._tg.create_task(self._pump_server(cmd.address), name="server pump")
+                    self._tasks = [t for t in self._tasks if not t.done()]
+                    self._tasks.append(self._tg.create_task(self._pump_server(cmd.address),
+                                                            name="server pump"))
             elif isinstance(cmd, Close):
                 self._close_upstream()
                 if cmd.side == "client":
