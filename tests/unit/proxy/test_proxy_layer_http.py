@@ -14,6 +14,7 @@ from netstrata.observe.flow import L7FlowType
 from netstrata.observe.flow import Verdict as FV
 from netstrata.policy.types import Direction, L7Entry, L7Policy, ResolvedPolicy
 from netstrata.proxy.layers import (
+    DEFAULT_TIMEOUTS,
     ClientData,
     ClientEof,
     Close,
@@ -56,7 +57,7 @@ PUBLIC_ONLY = policy(L7Entry(frozenset({TIEFIGHTER}), (HTTPRule(method="GET", pa
 
 def layer(pol: ResolvedPolicy | None = PUBLIC_ONLY, *, peer: int = TIEFIGHTER,
           secrets: Callable[[str, str], str | None] | None = None,
-          timeouts: Timeouts = Timeouts(), current: Callable[[], ResolvedPolicy | None] | None = None
+          timeouts: Timeouts = DEFAULT_TIMEOUTS, current: Callable[[], ResolvedPolicy | None] | None = None
           ) -> HTTPLayer:
     info = ConnectionInfo(12, Direction.INGRESS, peer, CLIENT, DST)
     ctx = LayerContext(info, current or (lambda: pol), secrets, "node-a")
