@@ -30,7 +30,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from netstrata.agent.tasks import spawn
 from netstrata.observe.flow import Flow
@@ -90,8 +90,7 @@ class _UDPListener(asyncio.DatagramProtocol):
         self.dropped = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)  # not a subclass on 3.11
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
