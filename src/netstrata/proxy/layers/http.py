@@ -176,6 +176,8 @@ class HTTPLayer:
         self._closed = False
         self._client_paused = False
         self._client_eof = False
+        self._client_eof_seen = False
+        self._server_eof_seen = False
         self._last_rx = 0.0
         self._idle_since = 0.0
         self._head_started: float | None = None
@@ -198,6 +200,8 @@ class HTTPLayer:
         out: list[Command] = []
         if self._closed:
             return out
+        if isinstance(event, ClientData | ClientEof) and self._client_eof_seen:
+            return out  # nothing can follow an EOF; the adapter never sends it, a fuzzer might
         if isinstance(event, ClientData):
             self._last_rx = now
             if self._ex is None and self._head_started is None:
@@ -205,10 +209,12 @@ class HTTPLayer:
             self._client.receive_data(event.data)
             self._process_client(now, out)
         elif isinstance(event, ClientEof):
+            self._client_eof_seen = True
             self._client.receive_data(b"")
             self._process_client(now, out)
         elif isinstance(event, ServerData | ServerEof):
-            if self._upstream is not None:
+            if self._upstream is not None and not self._server_eof_seen:
+                self._server_eof_seen = isinstance(event, ServerEof)
                 self._upstream.receive_data(event.data if isinstance(event, ServerData) else b"")
                 self._process_upstream(now, out)
                 if self._ex is None:
@@ -372,6 +378,7 @@ class HTTPLayer:
 
     def _on_server_opened(self, now: float, out: list[Command]) -> None:
         self._upstream_opening = False
+        self._server_eof_seen = False
         self._upstream = HTTP1Connection("client", limits=self.settings.limits)
         if self._ex is not None and self._ex.forward and not self._ex.head_sent:
             self._send_upstream_head(now, out)

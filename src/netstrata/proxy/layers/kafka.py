@@ -122,6 +122,8 @@ class KafkaLayer:
         self._pending: deque[_Pending] = deque()
         self._closed = False
         self._client_eof = False
+        self._client_eof_seen = False
+        self._server_eof_seen = False
         self._last_rx = 0.0
         self._idle_since = 0.0
 
@@ -142,10 +144,16 @@ class KafkaLayer:
         if self._closed:
             return out
         if isinstance(event, ClientData | ClientEof):
+            if self._client_eof_seen:
+                return out  # nothing can follow an EOF
+            self._client_eof_seen = isinstance(event, ClientEof)
             self._last_rx = now
             self._requests.receive_data(event.data if isinstance(event, ClientData) else b"")
             self._process_client(now, out)
         elif isinstance(event, ServerData | ServerEof):
+            if self._server_eof_seen:
+                return out
+            self._server_eof_seen = isinstance(event, ServerEof)
             self._responses.receive_data(event.data if isinstance(event, ServerData) else b"")
             self._process_upstream(now, out)
         elif isinstance(event, ServerOpened):
