@@ -16,7 +16,8 @@ only code that touches the sockets (aioquic's `asyncio/protocol.py` pattern):
 The three live in one `asyncio.TaskGroup`; the connection ends when the layer closes the
 client. Failure containment: a connection that raises anything is logged and closed (the
 `except Exception` at the connection edge, STYLE.md: fail closed); other connections and the
-listeners go on. Writes to a client that does not read for `Timeouts.read` close it.
+listeners go on. Writes that a client or an upstream leaves unread for `Timeouts.read` close
+the connection, so a peer that stops reading cannot pin a pump (and its buffers) forever.
 
 Closing a client after an error reply is a lingering close (nginx's `lingering_close`): we
 send FIN and discard what the client still sends for up to `ProxyConfig.linger` seconds, so
@@ -395,7 +396,11 @@ class _Connection:
         if up is not None and up.dirty:
             up.dirty = False
             try:
-                await up.writer.drain()
+                async with asyncio.timeout(self._timeouts.read):
+                    await up.writer.drain()
+            except TimeoutError:
+                self._log.info("upstream does not read; closed")
+                self._done.set()
             except ConnectionError:
                 if up is self._up:
                     self._feed(ServerEof())
