@@ -1,0 +1,202 @@
+"""The per-node agent process of a lab: `python -m netstrata.agent.daemon --lab L --node C/N`.
+
+One process per node, as in Cilium, so killing one node's agent (even `kill -9`) is what it
+would be there: the tc programs stay attached and the pinned maps keep enforcing the last
+applied policy; a restarted agent re-opens the pins, recomputes, and writes only what differs
+(nothing, when nothing changed), never flushing a map.
+
+What it does, each part a named task under one TaskGroup:
+
+* watch: poll the manifests directory (mtime/size of every file); once a change has been
+  stable for one poll interval (an editor's truncate-then-write is not read half way), read
+  and check every file, resolve through the reference code path (`agent/sources.py`) and
+  push the difference into the kernel (`agent/node.py`). A manifest that does not parse,
+  validate or resolve (`ManifestError`, `PolicyConflictError`) is logged with file and line
+  and changes nothing: the kernel keeps the previous policy byte for byte.
+* events: drain the ring buffer when its fd is readable into a bounded `FlowStore`, and
+  append them as Hubble JSON lines to `flows/<node>.jsonl` (rotated by size).
+* status: `agents/<node>.json` tells `lab status` (and tests) the revision, the last sync's
+  writes, the last error and the number of flows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Final
+
+from netstrata.agent.flows import flow_of, monotonic_offset_ns
+from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
+from netstrata.agent.sources import LabDefinition, load_definition, read_policies, resolve_view
+from netstrata.errors import ManifestError, PolicyConflictError
+from netstrata.lab.labstate import LabState, write_json
+from netstrata.observe import FlowLogWriter, FlowStore
+
+log = logging.getLogger(__name__)
+
+POLL_S: Final = 0.1
+"""Manifest poll interval; a change is read once it has looked the same for one interval."""
+STATUS_EVERY_S: Final = 1.0
+
+
+def snapshot(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """(path, mtime_ns, size) of every manifest file: a change in any means re-read."""
+    out = []
+    if directory.is_file():
+        files = [directory]
+    else:
+        files = sorted(p for p in directory.rglob("*")
+                       if p.is_file() and p.suffix in (".yaml", ".yml", ".json"))
+    for p in files:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        out.append((str(p), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+class AgentDaemon:
+    """One node's agent of a running lab."""
+
+    def __init__(self, state: LabState, node_key: str) -> None:
+        self.state = state
+        self.node = state.plan.node(node_key)
+        self.manifests = Path(state.manifests_dir)
+        endpoints = [LocalEndpoint(p.ref, p.ips, p.host_if)
+                     for p in state.plan.pods if p.node == node_key]
+        self.agent = NodeAgent(self.node.cluster, self.node.name, self.node.netns,
+                               self.node.pin_dir, endpoints, state.plan.node_ips())
+        self.store = FlowStore()
+        self.definition: LabDefinition | None = None
+        self.last_sync: SyncResult | None = None
+        self.first_sync: SyncResult | None = None
+        self.last_error: str | None = None
+        self.syncs = 0
+        self.rejected = 0
+        self._applied: tuple[tuple[str, int, int], ...] | None = None
+        self._writer: FlowLogWriter | None = None
+        self._offset = monotonic_offset_ns()
+
+    # ----------------------------------------------------------------------- reconcile
+
+    async def reload(self) -> bool:
+        """Read, check, resolve, push. False (kernel untouched) when the input is rejected."""
+        assert self.definition is not None
+        seen = snapshot(self.manifests)
+        try:
+            manifests = await asyncio.to_thread(read_policies, self.manifests)
+            runner = await asyncio.to_thread(resolve_view, self.definition, manifests)
+        except (ManifestError, PolicyConflictError) as exc:
+            self.rejected += 1
+            self.last_error = str(exc)
+            self._applied = seen  # don't retry until the files change again
+            log.error("manifests rejected; the kernel keeps the previous policy:\n%s", exc)
+            return False
+        result = await asyncio.to_thread(self.agent.sync, runner.lab)
+        self._applied = seen
+        self.last_error = None
+        self.last_sync = result
+        self.first_sync = self.first_sync or result
+        self.syncs += 1
+        self.write_status()
+        return True
+
+    async def watch(self) -> None:
+        previous = snapshot(self.manifests)
+        while True:
+            await asyncio.sleep(POLL_S)
+            current = snapshot(self.manifests)
+            if current == previous and current != self._applied:
+                await self.reload()
+            previous = current
+
+    # -------------------------------------------------------------------------- events
+
+    def _on_events(self) -> None:
+        for event in self.agent.drain_events():
+            flow = flow_of(event, self.node.key, self._offset)
+            if flow is None:
+                continue
+            self.store.add(flow)
+            if self._writer is not None:
+                self._writer.write(flow)
+        if self._writer is not None:
+            self._writer.flush()
+
+    async def report(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            self.write_status()
+
+    def status(self) -> dict[str, Any]:
+        def sync(r: SyncResult | None) -> dict[str, Any] | None:
+            if r is None:
+                return None
+            return {"revision": r.revision, "endpoints": r.endpoints, "writes": r.writes,
+                    "policy": asdict(r.policy), "ipcache": asdict(r.ipcache),
+                    "identities_changed": r.identities_changed}
+
+        stats = self.store.statistics()
+        return {"pid": os.getpid(), "node": self.node.key, "ready": self.syncs > 0,
+                "syncs": self.syncs, "rejected": self.rejected, "last_error": self.last_error,
+                "first_sync": sync(self.first_sync), "last_sync": sync(self.last_sync),
+                "flows": stats.size, "flows_seen": stats.seen, "updated": time.time()}
+
+    def write_status(self) -> None:
+        write_json(self.state.agent_status_path(self.node.key), self.status())
+
+    # ------------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        self.definition = await asyncio.to_thread(load_definition, self.state.source,
+                                                  self.state.case)
+        await asyncio.to_thread(self.agent.open)
+        flows = self.state.flows_path(self.node.key)
+        flows.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = FlowLogWriter(flows, max_bytes=4 << 20, backups=2)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.agent.datapath.events_fileno(), self._on_events)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            if not await self.reload():
+                self.write_status()
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self.watch(), name=f"agent {self.node.key} watch"),
+                         tg.create_task(self.report(), name=f"agent {self.node.key} status")]
+                await stop.wait()
+                for t in tasks:
+                    t.cancel()
+        finally:
+            loop.remove_reader(self.agent.datapath.events_fileno())
+            self._on_events()
+            self.write_status()
+            self._writer.close()
+            self.agent.close()  # programs and pins stay: `lab down` removes them
+            log.info("agent %s stopped", self.node.key)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m netstrata.agent.daemon")
+    parser.add_argument("--lab", required=True)
+    parser.add_argument("--node", required=True, help="cluster/node key from the lab plan")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = LabState.load(args.lab)
+    asyncio.run(AgentDaemon(state, args.node).run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

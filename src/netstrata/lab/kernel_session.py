@@ -1,0 +1,157 @@
+"""A built kernel lab inside one process: namespaces, one agent object per node, servers.
+
+`lab check` runs hundreds of cases, most on the same few topologies, so it keeps one lab
+up while consecutive cases share a topology (policies change, pods stay) and rebuilds only
+when the plan changes. Its agents are `NodeAgent` objects in the checking process rather
+than daemons: one agent object per node, each with its own pin directory and programs,
+exactly as the daemon drives it, but synced synchronously between actions (a case applies
+a policy and probes at once; a daemon would need a round trip through the manifests
+directory and a poll) and with its ring buffer read right after each batch of probes, so
+drops can be matched to the probes that caused them. `lab up` runs the same `NodeAgent` in
+one process per node (`agent/daemon.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
+from netstrata.datapath.maps import FlowEvent
+from netstrata.lab.netlab import LabPlan, build_lab, destroy_lab, plan_lab
+from netstrata.lab.servers import LabServers, ServerSpec, listens_for
+from netstrata.lab.simulate import ReferenceLab
+from netstrata.lab.topology import Topology
+from netstrata.netns import ifindex, run_in_netns
+
+log = logging.getLogger(__name__)
+
+_NETLINK: Final = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lab-netlink")
+"""One thread for all blocking lab work (netlink, bpf(2)) of every lab in this process.
+
+pyroute2 opens a socket inside a namespace by forking a helper that passes the fd back, and
+that is not safe from several threads at once (fds got crossed: a map fd closed under its
+owner, a listening port seemingly taken). Serialising costs little: the waits that matter
+(probe timeouts) are on the event loop, not here.
+"""
+
+
+async def _blocking(fn: Callable[..., T], *args: object) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_NETLINK, functools.partial(fn, *args))
+
+T = TypeVar("T")
+Ports = Mapping[str, Iterable[tuple[int, str]]]
+"""IP -> (port, protocol) pairs some probe aims at."""
+
+
+def server_specs(plan: LabPlan, topology: Topology, wanted: Ports) -> list[ServerSpec]:
+    """A server per pod, per node (for its host-network workloads) and per outside host,
+    listening on the ports its workload lists plus every port a probe aims at it."""
+    by_ip: dict[str, set[tuple[int, str]]] = defaultdict(set)
+    for ip, ports in wanted.items():
+        by_ip[ip].update(ports)
+    for p in topology.workloads.values():
+        for ip in p.ips:
+            by_ip[ip].update((cp.port, cp.protocol) for cp in p.workload.ports)
+    specs = []
+    for pod in plan.pods:
+        specs.append(ServerSpec(pod.ref, pod.netns,
+                                listens_for(pp for ip in pod.ips for pp in by_ip.get(ip, ()))))
+    for node in plan.nodes:
+        specs.append(ServerSpec(node.key, node.netns, listens_for(by_ip.get(node.ip, ()))))
+    for host in plan.hosts:
+        specs.append(ServerSpec(host.ref, host.netns,
+                                listens_for(pp for ip in host.ips for pp in by_ip.get(ip, ()))))
+    return [s for s in specs if s.listens]
+
+
+@dataclass
+class LabSession:
+    """One lab built from namespaces, with its agents and servers."""
+
+    plan: LabPlan
+    agents: dict[str, NodeAgent] = field(default_factory=dict)
+    servers: LabServers | None = None
+    _ifindex: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    async def open(cls, plan: LabPlan) -> LabSession:
+        """Build the namespaces and load every node's programs (blocking work in threads)."""
+        await _blocking(destroy_lab, plan.name)  # leftovers of a crashed run
+        await _blocking(build_lab, plan)
+        session = cls(plan)
+        try:
+            for node in plan.nodes:
+                eps = [LocalEndpoint(p.ref, p.ips, p.host_if)
+                       for p in plan.pods if p.node == node.key]
+                agent = NodeAgent(node.cluster, node.name, node.netns, node.pin_dir, eps,
+                                  plan.node_ips())
+                await _blocking(agent.open)
+                session.agents[node.key] = agent
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def serve(self, specs: list[ServerSpec], dns_records: Mapping[str, tuple[str, ...]]) -> None:
+        """Make the workload servers listen where this case needs them (kept from earlier
+        cases on the same lab) and answer DNS from this case's records."""
+        if self.servers is None:
+            self.servers = LabServers()
+        self.servers.dns_records = dict(dns_records)
+        await self.servers.start(specs)
+
+    async def sync(self, view: ReferenceLab) -> list[SyncResult]:
+        """Push the resolved state into every node's kernel maps."""
+        return [await _blocking(agent.sync, view) for agent in self.agents.values()]
+
+    def drain_events(self) -> dict[str, list[FlowEvent]]:
+        return {key: agent.drain_events() for key, agent in self.agents.items()}
+
+    async def reset(self) -> None:
+        """A clean slate for the next case: no conntrack entries, no pending events."""
+        for agent in self.agents.values():
+            await _blocking(agent.flush_conntrack)
+        self.drain_events()
+
+    async def test_run(self, node_key: str, program: str, frame: bytes, host_if: str) -> int:
+        """The tc verdict of `program` on the node for one crafted frame, as if it arrived
+        on `host_if` (BPF_PROG_TEST_RUN with the live maps; nothing is sent)."""
+        node = self.plan.node(node_key)
+        agent = self.agents[node_key]
+        index = self._ifindex.get(host_if)
+        if index is None:
+            index = self._ifindex[host_if] = await _blocking(ifindex, host_if, node.netns)
+        run = functools.partial(agent.datapath.test_run, program, frame, ifindex=index)  # type: ignore[arg-type]
+        return await _blocking(run_in_netns, node.netns, run)
+
+    async def close(self) -> None:
+        """Stop the servers, unload every node and remove the whole lab."""
+        if self.servers is not None:
+            await self.servers.stop()
+            self.servers = None
+        for agent in self.agents.values():
+            try:
+                await _blocking(agent.teardown)
+            except Exception:  # the namespaces and pins go below regardless
+                log.warning("tearing down agent %s/%s failed", agent.cluster, agent.node,
+                            exc_info=True)
+        self.agents.clear()
+        await _blocking(destroy_lab, self.plan.name)
+
+
+async def session_for(current: LabSession | None, name: str, topology: Topology,
+                      extra_ips: Iterable[str]) -> LabSession:
+    """`current` when its plan is what `topology` needs, else a freshly built lab."""
+    plan = plan_lab(name, topology, extra_ips)
+    if current is not None and current.plan == plan:
+        return current
+    if current is not None:
+        await current.close()
+    return await LabSession.open(plan)
