@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from importlib import resources
 from typing import Any
 
@@ -12,9 +13,17 @@ from netstrata.cli._output import table
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="run the seed scenarios and show what each layer decided")
     p.add_argument("--scenario", action="append", default=[], help="only these scenario names")
-    p.add_argument("--mode", choices=["reference"], default="reference",
-                   help="reference: the pure-Python datapath (no root needed)")
+    p.add_argument("--mode", choices=["reference", "kernel"], default="reference",
+                   help="reference: the pure-Python datapath (no root needed); kernel: real "
+                        "traffic through the eBPF datapath in a namespace lab (root)")
     p.set_defaults(func=cmd_demo)
+
+
+def _skipped(reason: str) -> str:
+    for word, text in (("mesh", "mesh layer"), ("DNS", "DNS proxy"), ("proxy", "L7 proxy")):
+        if word in reason:
+            return f"skipped ({text})"
+    return "skipped"
 
 
 def _target(to: object) -> str:
@@ -52,13 +61,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
         suite, scenarios = load_case_file(path)
     if args.scenario:
         scenarios = [s for s in scenarios if s.id in set(args.scenario)]
-    print(f"netstrata demo: {len(scenarios)} seed scenarios through the {args.mode} datapath\n")
-    report = check_report(suite, scenarios, mode=args.mode)
+    mode = args.mode
+    if mode == "kernel" and os.geteuid() != 0:
+        print("netstrata demo: --mode kernel needs root (namespaces, bpf, tc); "
+              "showing the reference datapath instead\n")
+        mode = "reference"
+    print(f"netstrata demo: {len(scenarios)} seed scenarios through the {mode} datapath\n")
+    if mode == "kernel":
+        from netstrata.lab.kernel_check import kernel_check_report
+
+        report = kernel_check_report(suite, scenarios)
+    else:
+        report = check_report(suite, scenarios, mode=mode)
     for case in report["cases"]:
         print(f"== {case['id']}  [{case['status']}]" + (f"  {case['reason']}" if case.get("reason") else ""))
         rows = []
         for p in case["probes"]:
-            got = "skipped (mesh layer)" if p["status"] == "skipped" else p["got"]
+            got = _skipped(p["reason"] or "") if p["status"] == "skipped" else p["got"]
             mark = {"passed": "ok", "failed": "MISMATCH", "skipped": "-"}[p["status"]]
             rows.append((p["from"], _target(p["to"]), f"{p.get('port') or ''}/{p['protocol']}", _request(p),
                          got, p.get("layer") or "", (p.get("rule") or "")[:70], mark))

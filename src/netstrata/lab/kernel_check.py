@@ -19,14 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from netstrata.errors import ManifestError, PolicyConflictError
 from netstrata.lab.cases import Apply, Delete, Probe, Relabel, Scenario
 from netstrata.lab.kernel_probes import Shot, Traffic, fire, outcome, plan_shot
-from netstrata.lab.kernel_session import LabSession, server_specs, session_for
+from netstrata.lab.kernel_session import LabSession, probe_targets, server_specs, session_for
 from netstrata.lab.reference_check import (
     ScenarioRunner,
     _case_record,
@@ -45,39 +44,6 @@ TOOL_POOL: Final = 16
 _TOOLS: Final = frozenset({"http", "https", "icmp"})
 LANES: Final = 3
 """Labs running cases side by side (see KernelCheck)."""
-
-
-def _wanted_ports(runner: ScenarioRunner, probes: Iterable[Probe]) -> tuple[dict[str, set[tuple[int, str]]], set[str]]:
-    """Where the case's probes aim: IP -> (port, protocol) to listen on; every target IP."""
-    wanted: dict[str, set[tuple[int, str]]] = {}
-    targets: set[str] = set()
-    for probe in probes:
-        try:
-            src = runner._workload(probe.src)
-            dst, dport, name = runner._target(probe, src, int(probe.port or 0))
-        except KeyError:
-            continue
-        if probe.raw.get("resolve") == "kube-dns":
-            dns = runner._kube_dns(src.workload.cluster)
-            if dns is not None:
-                wanted.setdefault(dns.ip, set()).add((53, "UDP"))
-        for ip in runner.sc.topology.dns_records.get((name or "").rstrip("."), ()):
-            targets.add(ip)
-            wanted.setdefault(ip, set()).add((dport, _transport(probe)))
-        if dst is None:
-            continue
-        targets.add(dst)
-        if probe.protocol != "icmp":
-            wanted.setdefault(dst, set()).add((dport or 53, _transport(probe)))
-    return wanted, targets
-
-
-def _transport(probe: Probe) -> str:
-    if probe.protocol == "udp":
-        return "UDP"
-    if probe.protocol == "dns":
-        return str((probe.raw.get("dns") or {}).get("transport", "UDP")).upper()
-    return "SCTP" if probe.protocol == "sctp" else "TCP"
 
 
 @dataclass
@@ -135,7 +101,7 @@ class KernelCheck:
     async def run_case(self, sc: Scenario, lane: _Lane) -> dict[str, Any]:
         runner = ScenarioRunner(sc)
         probes = [a for a in sc.actions if isinstance(a, Probe)]
-        wanted, targets = _wanted_ports(runner, probes)
+        wanted, targets = probe_targets(runner, probes)
         lane.session = await session_for(lane.session, lane.lab_name, sc.topology, targets)
         session = lane.session
         await session.serve(server_specs(session.plan, sc.topology, wanted),

@@ -24,7 +24,9 @@ from typing import Final, TypeVar
 
 from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
 from netstrata.datapath.maps import FlowEvent
+from netstrata.lab.cases import Probe
 from netstrata.lab.netlab import LabPlan, build_lab, destroy_lab, plan_lab
+from netstrata.lab.reference_check import ScenarioRunner
 from netstrata.lab.servers import LabServers, ServerSpec, listens_for
 from netstrata.lab.simulate import ReferenceLab
 from netstrata.lab.topology import Topology
@@ -48,6 +50,40 @@ async def _blocking(fn: Callable[..., T], *args: object) -> T:
 T = TypeVar("T")
 Ports = Mapping[str, Iterable[tuple[int, str]]]
 """IP -> (port, protocol) pairs some probe aims at."""
+
+
+def probe_targets(runner: ScenarioRunner, probes: Iterable[Probe]
+                  ) -> tuple[dict[str, set[tuple[int, str]]], set[str]]:
+    """Where the case's probes aim: IP -> (port, protocol) to listen on; every target IP."""
+    wanted: dict[str, set[tuple[int, str]]] = {}
+    targets: set[str] = set()
+    for probe in probes:
+        try:
+            src = runner._workload(probe.src)
+            dst, dport, name = runner._target(probe, src, int(probe.port or 0))
+        except KeyError:
+            continue
+        if probe.raw.get("resolve") == "kube-dns":
+            dns = runner._kube_dns(src.workload.cluster)
+            if dns is not None:
+                wanted.setdefault(dns.ip, set()).add((53, "UDP"))
+        for ip in runner.sc.topology.dns_records.get((name or "").rstrip("."), ()):
+            targets.add(ip)
+            wanted.setdefault(ip, set()).add((dport, _transport(probe)))
+        if dst is None:
+            continue
+        targets.add(dst)
+        if probe.protocol != "icmp":
+            wanted.setdefault(dst, set()).add((dport or 53, _transport(probe)))
+    return wanted, targets
+
+
+def _transport(probe: Probe) -> str:
+    if probe.protocol == "udp":
+        return "UDP"
+    if probe.protocol == "dns":
+        return str((probe.raw.get("dns") or {}).get("transport", "UDP")).upper()
+    return "SCTP" if probe.protocol == "sctp" else "TCP"
 
 
 def server_specs(plan: LabPlan, topology: Topology, wanted: Ports) -> list[ServerSpec]:

@@ -117,6 +117,8 @@ class PodPlan:
     ips: tuple[str, ...]
     host_if: str
     """The host side of its veth, in the node namespace (where the tc programs sit)."""
+    workload: str = ""
+    """`namespace/name` of the workload (what `lab exec NS/POD` names)."""
 
     @property
     def ip(self) -> str:
@@ -214,7 +216,7 @@ def plan_lab(name: str, topology: Topology, extra_ips: Iterable[str] = ()) -> La
         node = by_ip[p.node_ip or ""]
         pods.append(PodPlan(p.ref, w.cluster, node.key,
                             f"{prefix}-pod{k}-{_safe(w.namespace)}.{_safe(w.name)}",
-                            tuple(p.ips), f"{prefix}p{k}"))
+                            tuple(p.ips), f"{prefix}p{k}", f"{w.namespace}/{w.name}"))
         owned.update(p.ips)
     for p in topology.workloads.values():
         if p.workload.kind == "host-network":
