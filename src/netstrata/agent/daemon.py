@@ -36,6 +36,7 @@ from netstrata.agent.flows import flow_of, monotonic_offset_ns
 from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
 from netstrata.agent.sources import LabDefinition, load_definition, read_policies, resolve_view
 from netstrata.errors import ManifestError, PolicyConflictError
+from netstrata.lab.clients import move_to_netns
 from netstrata.lab.labstate import LabState, write_json
 from netstrata.observe import FlowLogWriter, FlowStore
 
@@ -72,7 +73,9 @@ class AgentDaemon:
         self.manifests = Path(state.manifests_dir)
         endpoints = [LocalEndpoint(p.ref, p.ips, p.host_if)
                      for p in state.plan.pods if p.node == node_key]
-        self.agent = NodeAgent(self.node.cluster, self.node.name, self.node.netns,
+        # The process lives in its node's namespace (see main), as a Cilium agent lives in
+        # its node's: netlink needs no per-call namespace switch.
+        self.agent = NodeAgent(self.node.cluster, self.node.name, None,
                                self.node.pin_dir, endpoints, state.plan.node_ips())
         self.store = FlowStore()
         self.definition: LabDefinition | None = None
@@ -194,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = LabState.load(args.lab)
+    # Enter the node's namespace before any thread exists, so every thread is in it. This is
+    # not only tidy: opening a netlink socket in *another* namespace makes pyroute2 fork a
+    # helper and SIGTERM it, and a forked child shares the event loop's signal wakeup fd, so
+    # its SIGTERM would read as ours and stop the agent.
+    move_to_netns(state.plan.node(args.node).netns)
     asyncio.run(AgentDaemon(state, args.node).run())
     return 0
 

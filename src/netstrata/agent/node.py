@@ -71,7 +71,7 @@ def _sum(deltas: Sequence[Delta]) -> Delta:
 class NodeAgent:
     """One node's agent state: its datapath, its endpoints, the policies it last applied."""
 
-    def __init__(self, cluster: str, node: str, netns: str, pin_dir: Path | str,
+    def __init__(self, cluster: str, node: str, netns: str | None, pin_dir: Path | str,
                  endpoints: Sequence[LocalEndpoint], node_ips: Mapping[tuple[str, str], str],
                  *, flow_capacity: int = DEFAULT_FLOW_CAPACITY) -> None:
         self.cluster, self.node, self.netns = cluster, node, netns

@@ -49,6 +49,21 @@ def tool(name: str) -> str | None:
     return shutil.which(name)
 
 
+def move_to_netns(netns: str) -> None:
+    """Move the calling thread (for good) into `netns`; threads it starts later follow.
+
+    Raises:
+        OSError: the namespace does not exist or setns(2) refused.
+    """
+    fd = os.open(netns_path(netns), os.O_RDONLY)
+    try:
+        if _libc.setns(fd, _CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"setns into {netns}: {os.strerror(code)}")
+    finally:
+        os.close(fd)
+
+
 def enter_netns(netns: str) -> Callable[[], None]:
     """A `preexec_fn` moving the child (single-threaded after fork) into `netns`."""
     path = str(netns_path(netns)).encode()
