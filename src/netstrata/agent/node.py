@@ -22,7 +22,7 @@ import collections
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from netstrata.agent.engine import HOST, KUBE_APISERVER, REMOTE_NODE, WORLD
@@ -117,7 +117,9 @@ class NodeAgent:
     def sync(self, view: ReferenceLab) -> SyncResult:
         """Bring this node's maps to `view`; only differences are written."""
         dp = self.datapath
-        ipcache = dp.sync_ipcache(self.ipcache_entries(view))
+        want: dict[str | IPv4Network | IPv4Address, int] = {}
+        want.update(self.ipcache_entries(view))
+        ipcache = dp.sync_ipcache(want)
         deltas, changed, revision = [], 0, 0
         known = dp.endpoints()
         for ep in self.endpoints:

@@ -205,11 +205,14 @@ def plan_lab(name: str, topology: Topology, extra_ips: Iterable[str] = ()) -> La
     that no workload owns (a `world` host answers for them)."""
     prefix = lab_prefix(name)
     nodes = []
-    for k, (cluster, node, ip) in enumerate(_all_nodes(topology), start=1):
-        nodes.append(NodePlan(cluster, node, ip, f"{prefix}-node-{_safe(cluster)}-{_safe(node)}",
-                              f"{prefix}u{k}", str(lab_pin_root(name) / _pin_safe(f"{cluster}_{node}"))))
+    for k, (cluster, node_name, ip) in enumerate(_all_nodes(topology), start=1):
+        nodes.append(NodePlan(cluster, node_name, ip,
+                              f"{prefix}-node-{_safe(cluster)}-{_safe(node_name)}", f"{prefix}u{k}",
+                              str(lab_pin_root(name) / _pin_safe(f"{cluster}_{node_name}"))))
     by_ip = {n.ip: n for n in nodes}
-    pods, hosts, host_network = [], [], {}
+    pods: list[PodPlan] = []
+    hosts: list[HostPlan] = []
+    host_network: dict[str, str] = {}
     owned: set[str] = set()
     for k, p in enumerate(topology.pods(), start=1):
         w = p.workload
