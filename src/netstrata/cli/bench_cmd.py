@@ -71,6 +71,8 @@ def _register_datapath(bsub: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--quick", action="store_true", help="N=0,1k,20k, 1 s, one round (about a minute)")
     p.add_argument("--client-cpu", type=_cpu, default=0, help="CPU for the load generator client ('none': unpinned)")
     p.add_argument("--server-cpu", type=_cpu, default=1, help="CPU for the server")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                   help="before each point wait up to S seconds for other processes to leave the machine idle")
     p.add_argument("--plot", default="netstrata-bench-datapath.png", help="PNG to write (matplotlib)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("-o", "--output", choices=("table", "markdown", "json"), default="table")
@@ -85,7 +87,8 @@ def cmd_datapath(args: argparse.Namespace) -> int:
     from netstrata.bench.datapath import DatapathBenchConfig, run
 
     cfg = DatapathBenchConfig.quick() if args.quick else DatapathBenchConfig()
-    overrides: dict[str, object] = {"client_cpu": args.client_cpu, "server_cpu": args.server_cpu}
+    overrides: dict[str, object] = {"client_cpu": args.client_cpu, "server_cpu": args.server_cpu,
+                                    "wait_quiet_s": args.wait_quiet}
     if args.entries is not None:
         overrides["entries"] = args.entries
     if args.duration is not None:
