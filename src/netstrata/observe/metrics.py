@@ -1,43 +1,27 @@
 """Prometheus metrics for the agent: what Hubble's metric handlers and Cilium's agent export.
 
-Every name is prefixed `netstrata_`; each maps to the Hubble or Cilium metric an operator
-already knows (labels follow them, direction values are lower case):
+Names are the Hubble and Cilium names an operator already has dashboards and alerts for
+(labels follow them; direction values are lower case). Where neither project has a metric the
+name is prefixed `netstrata_`:
 
-==============================================  ===============================================
-netstrata_flows_processed_total                 hubble_flows_processed_total
-  {type, subtype, verdict, direction}             (type Trace/Drop/PolicyVerdict/L7/..., subtype
-                                                  trace point or L7 protocol)
-netstrata_drop_total{reason, protocol,          hubble_drop_total{reason, protocol} and
-  direction}                                      cilium_drop_count_total{reason, direction};
-                                                  reason is the DropReason name
-netstrata_policy_verdicts_total                 hubble_policy_verdicts_total
-  {direction, match, action}                      (match l3-l4, l4-only, ..., l7/http; action
-                                                  forwarded/dropped/redirected/audit)
-netstrata_http_requests_total                   hubble_http_requests_total
-  {method, protocol, reporter}
-netstrata_http_responses_total                  hubble_http_responses_total
-  {method, status, reporter}
-netstrata_http_request_duration_seconds         hubble_http_request_duration_seconds
-  {method, reporter}
-netstrata_dns_queries_total{qtypes}             hubble_dns_queries_total
-netstrata_dns_responses_total                   hubble_dns_responses_total
-  {rcode, qtypes, ips_returned}
-netstrata_kafka_requests_total                  hubble_kafka_requests_total
-  {topic, api_key, error_code}
-netstrata_identity{type}                        cilium_identity{type}
-netstrata_endpoint                              cilium_endpoint
-netstrata_endpoint_state{endpoint_state}        cilium_endpoint_state{endpoint_state}
-netstrata_policy                                cilium_policy
-netstrata_policy_max_revision                   cilium_policy_max_revision
-netstrata_policy_change_total{outcome}          cilium_policy_change_total{outcome}
-netstrata_policy_import_errors_total            cilium_policy_import_errors_total
-netstrata_policy_implementation_delay_seconds   cilium_policy_implementation_delay
-  {source}                                        (time from policy change to enforcement)
-netstrata_bpf_map_pressure{map_name}            cilium_bpf_map_pressure{map_name} (0..1)
-netstrata_bpf_map_entries{map_name}             (entries behind the pressure ratio)
-netstrata_bpf_map_capacity{map_name}            cilium_bpf_map_capacity
-netstrata_lost_events_total{source}             hubble_lost_events_total{source}
-==============================================  ===============================================
+hubble_flows_processed_total{type, subtype, verdict, direction}
+    type Trace/Drop/PolicyVerdict/L7/..., subtype the trace point or the L7 protocol
+hubble_drop_total{reason, protocol, direction}
+    reason is the DropReason name (Cilium's cilium_drop_count_total carries the direction)
+hubble_policy_verdicts_total{direction, match, action}
+    match l3-l4, l4-only, ..., l7/http; action forwarded/dropped/redirected/audit
+hubble_http_requests_total{method, protocol, reporter}, hubble_http_responses_total{method,
+    status, reporter}, hubble_http_request_duration_seconds{method, reporter}
+hubble_dns_queries_total{qtypes}, hubble_dns_responses_total{rcode, qtypes, ips_returned}
+hubble_kafka_requests_total{topic, api_key, error_code}
+hubble_lost_events_total{source}
+cilium_identity{type}, cilium_endpoint, cilium_endpoint_state{endpoint_state}
+cilium_policy, cilium_policy_max_revision, cilium_policy_change_total{outcome},
+    cilium_policy_import_errors_total
+cilium_policy_implementation_delay{source}
+    seconds from a policy change to its enforcement (a histogram, as in Cilium)
+cilium_bpf_map_pressure{map_name} (0..1), cilium_bpf_map_capacity{map_name},
+    netstrata_bpf_map_entries{map_name} (the entries behind the pressure ratio)
 
 Each `Metrics` owns its registry, so tests and several agents in one process never collide.
 """
@@ -92,49 +76,49 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.flows = Counter("netstrata_flows_processed_total", "Flows observed",
+        self.flows = Counter("hubble_flows_processed_total", "Flows observed",
                              ["type", "subtype", "verdict", "direction"], registry=r)
-        self.drops = Counter("netstrata_drop_total", "Packets dropped by the datapath",
+        self.drops = Counter("hubble_drop_total", "Packets dropped by the datapath",
                              ["reason", "protocol", "direction"], registry=r)
-        self.policy_verdicts = Counter("netstrata_policy_verdicts_total",
+        self.policy_verdicts = Counter("hubble_policy_verdicts_total",
                                        "Policy decisions by match type and action",
                                        ["direction", "match", "action"], registry=r)
-        self.http_requests = Counter("netstrata_http_requests_total", "HTTP requests seen",
+        self.http_requests = Counter("hubble_http_requests_total", "HTTP requests seen",
                                      ["method", "protocol", "reporter"], registry=r)
-        self.http_responses = Counter("netstrata_http_responses_total", "HTTP responses seen",
+        self.http_responses = Counter("hubble_http_responses_total", "HTTP responses seen",
                                       ["method", "status", "reporter"], registry=r)
-        self.http_duration = Histogram("netstrata_http_request_duration_seconds",
+        self.http_duration = Histogram("hubble_http_request_duration_seconds",
                                        "HTTP request latency", ["method", "reporter"],
                                        registry=r)
-        self.dns_queries = Counter("netstrata_dns_queries_total", "DNS queries seen",
+        self.dns_queries = Counter("hubble_dns_queries_total", "DNS queries seen",
                                    ["qtypes"], registry=r)
-        self.dns_responses = Counter("netstrata_dns_responses_total", "DNS responses seen",
+        self.dns_responses = Counter("hubble_dns_responses_total", "DNS responses seen",
                                      ["rcode", "qtypes", "ips_returned"], registry=r)
-        self.kafka_requests = Counter("netstrata_kafka_requests_total", "Kafka requests seen",
+        self.kafka_requests = Counter("hubble_kafka_requests_total", "Kafka requests seen",
                                       ["topic", "api_key", "error_code"], registry=r)
-        self.identities = Gauge("netstrata_identity", "Security identities by type", ["type"],
+        self.identities = Gauge("cilium_identity", "Security identities by type", ["type"],
                                 registry=r)
-        self.endpoints = Gauge("netstrata_endpoint", "Endpoints managed by this agent",
+        self.endpoints = Gauge("cilium_endpoint", "Endpoints managed by this agent",
                                registry=r)
-        self.endpoint_states = Gauge("netstrata_endpoint_state", "Endpoints per state",
+        self.endpoint_states = Gauge("cilium_endpoint_state", "Endpoints per state",
                                      ["endpoint_state"], registry=r)
-        self.policies = Gauge("netstrata_policy", "Policies loaded", registry=r)
-        self.policy_revision = Gauge("netstrata_policy_max_revision",
+        self.policies = Gauge("cilium_policy", "Policies loaded", registry=r)
+        self.policy_revision = Gauge("cilium_policy_max_revision",
                                      "Highest policy repository revision", registry=r)
-        self.policy_changes = Counter("netstrata_policy_change_total",
+        self.policy_changes = Counter("cilium_policy_change_total",
                                       "Policy changes by outcome", ["outcome"], registry=r)
-        self.policy_import_errors = Counter("netstrata_policy_import_errors_total",
+        self.policy_import_errors = Counter("cilium_policy_import_errors_total",
                                             "Policy imports that failed", registry=r)
-        self.time_to_enforce = Histogram("netstrata_policy_implementation_delay_seconds",
+        self.time_to_enforce = Histogram("cilium_policy_implementation_delay",
                                          "Time from a policy change to its enforcement",
                                          ["source"], buckets=ENFORCE_BUCKETS, registry=r)
-        self.map_pressure = Gauge("netstrata_bpf_map_pressure", "Fill ratio of a BPF map",
+        self.map_pressure = Gauge("cilium_bpf_map_pressure", "Fill ratio of a BPF map",
                                   ["map_name"], registry=r)
         self.map_entries = Gauge("netstrata_bpf_map_entries", "Entries in a BPF map",
                                  ["map_name"], registry=r)
-        self.map_capacity = Gauge("netstrata_bpf_map_capacity", "Max entries of a BPF map",
+        self.map_capacity = Gauge("cilium_bpf_map_capacity", "Max entries of a BPF map",
                                   ["map_name"], registry=r)
-        self.lost = Counter("netstrata_lost_events_total", "Events lost before observation",
+        self.lost = Counter("hubble_lost_events_total", "Events lost before observation",
                             ["source"], registry=r)
 
     # --- flows ---------------------------------------------------------------------------------

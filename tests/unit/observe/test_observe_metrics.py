@@ -36,10 +36,14 @@ def value(samples: dict, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
-def test_every_family_is_prefixed() -> None:
+def test_names_are_hubble_and_cilium_names() -> None:
     families = list(text_string_to_metric_families(Metrics().exposition().decode()))
     assert families
-    assert all(f.name.startswith("netstrata_") for f in families)
+    names = {f.name for f in families}
+    assert {"hubble_flows_processed", "hubble_drop", "hubble_policy_verdicts",
+            "hubble_lost_events", "cilium_policy_import_errors", "cilium_bpf_map_pressure",
+            "cilium_policy_implementation_delay"} <= names
+    assert all(n.split("_")[0] in ("hubble", "cilium", "netstrata") for n in names)
 
 
 def test_flow_metrics() -> None:
@@ -56,17 +60,17 @@ def test_flow_metrics() -> None:
     m.observe_flow(flow_from_l34(SYN, event="trace", direction=Direction.INGRESS, time_ns=T0,
                                  node_name=NODE, observation_point=TraceObservationPoint.TO_PROXY))
     s = scrape(m)
-    assert value(s, "netstrata_flows_processed_total", type="Drop", subtype="",
+    assert value(s, "hubble_flows_processed_total", type="Drop", subtype="",
                  verdict="DROPPED", direction="ingress") == 1
-    assert value(s, "netstrata_flows_processed_total", type="Trace", subtype="to-proxy",
+    assert value(s, "hubble_flows_processed_total", type="Trace", subtype="to-proxy",
                  verdict="FORWARDED", direction="ingress") == 1
-    assert value(s, "netstrata_drop_total", reason="POLICY_DENIED", protocol="TCP",
+    assert value(s, "hubble_drop_total", reason="POLICY_DENIED", protocol="TCP",
                  direction="ingress") == 1
-    assert value(s, "netstrata_drop_total", reason="POLICY_DENY", protocol="TCP",
+    assert value(s, "hubble_drop_total", reason="POLICY_DENY", protocol="TCP",
                  direction="egress") == 1
-    assert value(s, "netstrata_policy_verdicts_total", direction="ingress", match="l3-l4",
+    assert value(s, "hubble_policy_verdicts_total", direction="ingress", match="l3-l4",
                  action="forwarded") == 1
-    assert value(s, "netstrata_policy_verdicts_total", direction="ingress", match="none",
+    assert value(s, "hubble_policy_verdicts_total", direction="ingress", match="none",
                  action="audit") == 1
 
 
@@ -86,22 +90,22 @@ def test_l7_metrics() -> None:
                                       l7_type=L7FlowType.RESPONSE, error_code=29,
                                       time_ns=T0, node_name=NODE))
     s = scrape(m)
-    assert value(s, "netstrata_http_requests_total", method="GET", protocol="HTTP/1.1",
+    assert value(s, "hubble_http_requests_total", method="GET", protocol="HTTP/1.1",
                  reporter="server") == 2
-    assert value(s, "netstrata_http_responses_total", method="GET", status="403",
+    assert value(s, "hubble_http_responses_total", method="GET", status="403",
                  reporter="server") == 1
-    assert value(s, "netstrata_http_request_duration_seconds_count", method="GET",
+    assert value(s, "hubble_http_request_duration_seconds_count", method="GET",
                  reporter="server") == 1
-    assert value(s, "netstrata_http_request_duration_seconds_sum", method="GET",
+    assert value(s, "hubble_http_request_duration_seconds_sum", method="GET",
                  reporter="server") == pytest.approx(0.02)
-    assert value(s, "netstrata_policy_verdicts_total", direction="ingress", match="l7/http",
+    assert value(s, "hubble_policy_verdicts_total", direction="ingress", match="l7/http",
                  action="dropped") == 1
-    assert value(s, "netstrata_dns_queries_total", qtypes="A") == 1
-    assert value(s, "netstrata_dns_responses_total", rcode="No Error", qtypes="A",
+    assert value(s, "hubble_dns_queries_total", qtypes="A") == 1
+    assert value(s, "hubble_dns_responses_total", rcode="No Error", qtypes="A",
                  ips_returned="2") == 1
-    assert value(s, "netstrata_kafka_requests_total", topic="orders", api_key="produce",
+    assert value(s, "hubble_kafka_requests_total", topic="orders", api_key="produce",
                  error_code="29") == 1
-    assert value(s, "netstrata_flows_processed_total", type="L7", subtype="HTTP",
+    assert value(s, "hubble_flows_processed_total", type="L7", subtype="HTTP",
                  verdict="FORWARDED", direction="ingress") == 2
 
 
@@ -118,25 +122,25 @@ def test_agent_state_metrics() -> None:
     m.lost_events("hubble_ring_buffer", 3)
     m.lost_events("hubble_ring_buffer", 0)
     s = scrape(m)
-    assert value(s, "netstrata_identity", type="cluster_local") == 12
-    assert value(s, "netstrata_endpoint") == 5
-    assert value(s, "netstrata_endpoint_state", endpoint_state="regenerating") == 1
-    assert value(s, "netstrata_policy") == 3
-    assert value(s, "netstrata_policy_max_revision") == 17
-    assert value(s, "netstrata_policy_change_total", outcome="success") == 1
-    assert value(s, "netstrata_policy_change_total", outcome="fail") == 1
-    assert value(s, "netstrata_policy_import_errors_total") == 1
-    assert value(s, "netstrata_bpf_map_pressure", map_name="policy_402") == 0.25
+    assert value(s, "cilium_identity", type="cluster_local") == 12
+    assert value(s, "cilium_endpoint") == 5
+    assert value(s, "cilium_endpoint_state", endpoint_state="regenerating") == 1
+    assert value(s, "cilium_policy") == 3
+    assert value(s, "cilium_policy_max_revision") == 17
+    assert value(s, "cilium_policy_change_total", outcome="success") == 1
+    assert value(s, "cilium_policy_change_total", outcome="fail") == 1
+    assert value(s, "cilium_policy_import_errors_total") == 1
+    assert value(s, "cilium_bpf_map_pressure", map_name="policy_402") == 0.25
     assert value(s, "netstrata_bpf_map_entries", map_name="policy_402") == 4096
-    assert value(s, "netstrata_bpf_map_capacity", map_name="policy_402") == 16384
-    assert value(s, "netstrata_policy_implementation_delay_seconds_bucket", source="policy",
+    assert value(s, "cilium_bpf_map_capacity", map_name="policy_402") == 16384
+    assert value(s, "cilium_policy_implementation_delay_bucket", source="policy",
                  le="0.005") == 1
-    assert value(s, "netstrata_policy_implementation_delay_seconds_bucket", source="policy",
+    assert value(s, "cilium_policy_implementation_delay_bucket", source="policy",
                  le="+Inf") == 2
-    assert value(s, "netstrata_lost_events_total", source="hubble_ring_buffer") == 3
+    assert value(s, "hubble_lost_events_total", source="hubble_ring_buffer") == 3
 
 
 def test_separate_instances_do_not_share_state() -> None:
     a, b = Metrics(), Metrics()
     a.set_endpoints(1)
-    assert value(scrape(b), "netstrata_endpoint") == 0
+    assert value(scrape(b), "cilium_endpoint") == 0
