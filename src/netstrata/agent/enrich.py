@@ -1,0 +1,125 @@
+"""What a flow's kernel event cannot carry, filled in from the agent's view of the cluster.
+
+A ring-buffer record holds addresses, identities, the endpoint id and the deciding rule's
+cookie. Hubble's flow also names the pods (namespace, pod name, cluster, workload, labels) and
+the policies that allowed or denied it. `FlowEnricher` keeps the lookups for that, rebuilt
+after every policy sync (`update`), and applies them to any flow, kernel or proxy, without
+overwriting what the emitter already set.
+
+Knows nothing of sockets or the kernel: tables in, flows out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Final
+
+from netstrata.lab.simulate import RESERVED_LABELS, ReferenceLab
+from netstrata.observe import Endpoint, Flow, TrafficDirection, Verdict
+from netstrata.observe.builders import policy_from_ref
+from netstrata.observe.flow import Policy, Workload
+
+_SELF_KINDS: Final = ("pod",)
+"""Workload kinds that are Hubble endpoints with a pod name (hosts outside are peers only)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Peer:
+    """What one IP is: the endpoint fields Hubble prints for it."""
+
+    cluster: str
+    namespace: str
+    pod_name: str
+    workload: str
+
+
+def policy_of_rule(description: str, revision: int) -> Policy | None:
+    """`CiliumNetworkPolicy shop/api ingress[0]` (a rule cookie's text) as a flow Policy."""
+    parts = description.split(", ")[0].split(" ")
+    if len(parts) < 2:
+        return None
+    kind, ref = parts[0], parts[1]
+    namespace, _, name = ref.rpartition("/")
+    return policy_from_ref((kind, namespace, name), revision)
+
+
+class FlowEnricher:
+    """Pod and identity lookups of one node's agent."""
+
+    def __init__(self) -> None:
+        self._peers: dict[str, _Peer] = {}
+        self._labels: dict[int, tuple[str, ...]] = {
+            ident: tuple(f"reserved:{n}" for n in names) for ident, names in RESERVED_LABELS.items()
+        }
+        self._rules: dict[int, tuple[Mapping[int, str], int]] = {}
+
+    def update(
+        self, view: ReferenceLab, rules: Mapping[int, tuple[Mapping[int, str], int]]
+    ) -> None:
+        """Rebuild from a resolved view; `rules` maps endpoint id to (cookie texts, revision)."""
+        peers: dict[str, _Peer] = {}
+        for placed in view.topology.workloads.values():
+            w = placed.workload
+            pod = w.name if w.kind in _SELF_KINDS else ""
+            for ip in placed.ips:
+                peers[ip] = _Peer(w.cluster, w.namespace if pod else "", pod, w.name)
+        labels = dict(self._labels)
+        for ident, label_set in view.identities.items():
+            labels[ident] = tuple(label_set.strings())
+        self._peers, self._labels, self._rules = peers, labels, dict(rules)
+
+    def endpoint(self, ep: Endpoint | None, ip: str) -> Endpoint:
+        """`ep` with the pod and label fields it lacks filled in from `ip` and its identity."""
+        ep = ep or Endpoint()
+        changes: dict[str, object] = {}
+        peer = self._peers.get(ip)
+        if peer is not None:
+            if not ep.namespace and peer.namespace:
+                changes["namespace"] = peer.namespace
+            if not ep.pod_name and peer.pod_name:
+                changes["pod_name"] = peer.pod_name
+                changes["workloads"] = ep.workloads or (Workload(peer.workload, "Pod"),)
+            if not ep.cluster_name and peer.pod_name:
+                changes["cluster_name"] = peer.cluster
+        if not ep.labels and ep.identity in self._labels:
+            changes["labels"] = self._labels[ep.identity]
+        return dataclasses.replace(ep, **changes) if changes else ep  # type: ignore[arg-type]
+
+    def enrich(self, flow: Flow, *, endpoint_id: int = 0, cookie: int = 0) -> Flow:
+        """The flow with endpoints filled in and, given the kernel's rule cookie, the policy
+        that decided (`*_allowed_by` for forwarded, `*_denied_by` for explicit denies)."""
+        changes: dict[str, object] = {}
+        if flow.ip is not None:
+            changes["source"] = self.endpoint(flow.source, flow.ip.source)
+            changes["destination"] = self.endpoint(flow.destination, flow.ip.destination)
+        policy = self._policy(endpoint_id, cookie)
+        if policy is not None:
+            field = _policy_field(flow)
+            if field is not None and not getattr(flow, field):
+                changes[field] = (policy,)
+        return dataclasses.replace(flow, **changes) if changes else flow  # type: ignore[arg-type]
+
+    def _policy(self, endpoint_id: int, cookie: int) -> Policy | None:
+        if not cookie or endpoint_id not in self._rules:
+            return None
+        texts, revision = self._rules[endpoint_id]
+        text = texts.get(cookie)
+        return policy_of_rule(text, revision) if text else None
+
+
+def _policy_field(flow: Flow) -> str | None:
+    side = {TrafficDirection.INGRESS: "ingress", TrafficDirection.EGRESS: "egress"}.get(
+        flow.traffic_direction
+    )
+    if side is None:
+        return None
+    if flow.verdict in (Verdict.FORWARDED, Verdict.REDIRECTED):
+        return f"{side}_allowed_by"
+    # An audited packet had no allow: a cookie on it names the deny rule it would have met.
+    if flow.verdict in (Verdict.DROPPED, Verdict.AUDIT):
+        return f"{side}_denied_by"
+    return None
+
+
+__all__ = ["FlowEnricher", "policy_of_rule"]
