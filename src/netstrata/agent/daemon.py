@@ -13,8 +13,13 @@ What it does, each part a named task under one TaskGroup:
   push the difference into the kernel (`agent/node.py`). A manifest that does not parse,
   validate or resolve (`ManifestError`, `PolicyConflictError`) is logged with file and line
   and changes nothing: the kernel keeps the previous policy byte for byte.
-* events: drain the ring buffer when its fd is readable into a bounded `FlowStore`, and
-  append them as Hubble JSON lines to `flows/<node>.jsonl` (rotated by size).
+* events: drain the ring buffer when its fd is readable; each event becomes a flow recorded
+  through `FlowHub.record` (`agent/flowhub.py`: enrichment, the bounded ring, metrics and the
+  rotated `flows/<node>.jsonl` export). The node proxy records its L7 flows the same way,
+  through `AgentDaemon.flows.record(flow)`.
+* api: the local API (`agent/api.py`, docs/observe.md) on `agents/<node>.sock` and on
+  :9962 in the node's namespace: flows (filtered, follow), status, Prometheus metrics.
+* maps: every few seconds, the pinned maps' fill (`cilium_bpf_map_pressure`).
 * status: `agents/<node>.json` tells `lab status` (and tests) the revision, the last sync's
   writes, the last error and the number of flows.
 """
@@ -32,19 +37,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Final
 
+from netstrata.agent.api import METRICS_PORT, AgentAPI
+from netstrata.agent.flowhub import ExportConfig, FlowHub
 from netstrata.agent.flows import flow_of, monotonic_offset_ns
 from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
 from netstrata.agent.sources import LabDefinition, load_definition, read_policies, resolve_view
+from netstrata.agent.state_metrics import record_sync, sample_maps
 from netstrata.errors import ManifestError, PolicyConflictError
 from netstrata.lab.clients import move_to_netns
 from netstrata.lab.labstate import LabState, write_json
-from netstrata.observe import FlowLogWriter, FlowStore
 
 log = logging.getLogger(__name__)
 
 POLL_S: Final = 0.1
 """Manifest poll interval; a change is read once it has looked the same for one interval."""
 STATUS_EVERY_S: Final = 1.0
+MAPS_EVERY_S: Final = 5.0
 
 
 def snapshot(directory: Path) -> tuple[tuple[str, int, int], ...]:
@@ -77,7 +85,11 @@ class AgentDaemon:
         # its node's: netlink needs no per-call namespace switch.
         self.agent = NodeAgent(self.node.cluster, self.node.name, None,
                                self.node.pin_dir, endpoints, state.plan.node_ips())
-        self.store = FlowStore()
+        self.flows = FlowHub(self.node.key,
+                             export=ExportConfig(state.flows_path(node_key), max_bytes=4 << 20,
+                                                 backups=2))
+        self.store = self.flows.store
+        self.api = AgentAPI(self.flows, self.status)
         self.definition: LabDefinition | None = None
         self.last_sync: SyncResult | None = None
         self.first_sync: SyncResult | None = None
@@ -85,7 +97,6 @@ class AgentDaemon:
         self.syncs = 0
         self.rejected = 0
         self._applied: tuple[tuple[str, int, int], ...] | None = None
-        self._writer: FlowLogWriter | None = None
         self._offset = monotonic_offset_ns()
 
     # ----------------------------------------------------------------------- reconcile
@@ -99,11 +110,13 @@ class AgentDaemon:
             runner = await asyncio.to_thread(resolve_view, self.definition, manifests)
         except (ManifestError, PolicyConflictError) as exc:
             self.rejected += 1
+            self.flows.metrics.policy_import_error()
             self.last_error = str(exc)
             self._applied = seen  # don't retry until the files change again
             log.error("manifests rejected; the kernel keeps the previous policy:\n%s", exc)
             return False
         result = await asyncio.to_thread(self.agent.sync, runner.lab)
+        record_sync(self.flows, self.agent, runner.lab, len(manifests), result.revision, seen)
         self._applied = seen
         self.last_error = None
         self.last_sync = result
@@ -126,13 +139,13 @@ class AgentDaemon:
     def _on_events(self) -> None:
         for event in self.agent.drain_events():
             flow = flow_of(event, self.node.key, self._offset)
-            if flow is None:
-                continue
-            self.store.add(flow)
-            if self._writer is not None:
-                self._writer.write(flow)
-        if self._writer is not None:
-            self._writer.flush()
+            if flow is not None:
+                self.flows.record(flow, endpoint_id=event.endpoint_id, cookie=event.cookie)
+
+    async def sample_maps(self) -> None:
+        while True:
+            await asyncio.to_thread(sample_maps, self.flows.metrics, Path(self.node.pin_dir))
+            await asyncio.sleep(MAPS_EVERY_S)
 
     async def report(self) -> None:
         while True:
@@ -151,7 +164,10 @@ class AgentDaemon:
         return {"pid": os.getpid(), "node": self.node.key, "ready": self.syncs > 0,
                 "syncs": self.syncs, "rejected": self.rejected, "last_error": self.last_error,
                 "first_sync": sync(self.first_sync), "last_sync": sync(self.last_sync),
-                "flows": stats.size, "flows_seen": stats.seen, "updated": time.time()}
+                "flows": stats.size, "flows_seen": stats.seen, "updated": time.time(),
+                "revision": self.last_sync.revision if self.last_sync else None,
+                "store": asdict(stats), "export": self.flows.export_status(),
+                "listen": self.api.listen_status()}
 
     def write_status(self) -> None:
         write_json(self.state.agent_status_path(self.node.key), self.status())
@@ -162,9 +178,8 @@ class AgentDaemon:
         self.definition = await asyncio.to_thread(load_definition, self.state.source,
                                                   self.state.case)
         await asyncio.to_thread(self.agent.open)
-        flows = self.state.flows_path(self.node.key)
-        flows.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = FlowLogWriter(flows, max_bytes=4 << 20, backups=2)
+        await self.api.start_unix(self.state.agent_api_path(self.node.key))
+        await self.api.start_tcp("0.0.0.0", METRICS_PORT)
         loop = asyncio.get_running_loop()
         loop.add_reader(self.agent.datapath.events_fileno(), self._on_events)
         stop = asyncio.Event()
@@ -175,7 +190,8 @@ class AgentDaemon:
                 self.write_status()
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(self.watch(), name=f"agent {self.node.key} watch"),
-                         tg.create_task(self.report(), name=f"agent {self.node.key} status")]
+                         tg.create_task(self.report(), name=f"agent {self.node.key} status"),
+                         tg.create_task(self.sample_maps(), name=f"agent {self.node.key} maps")]
                 await stop.wait()
                 for t in tasks:
                     t.cancel()
@@ -183,7 +199,8 @@ class AgentDaemon:
             loop.remove_reader(self.agent.datapath.events_fileno())
             self._on_events()
             self.write_status()
-            self._writer.close()
+            await self.api.close()
+            self.flows.close()
             self.agent.close()  # programs and pins stay: `lab down` removes them
             log.info("agent %s stopped", self.node.key)
 

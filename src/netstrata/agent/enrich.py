@@ -53,11 +53,16 @@ class FlowEnricher:
             ident: tuple(f"reserved:{n}" for n in names) for ident, names in RESERVED_LABELS.items()
         }
         self._rules: dict[int, tuple[Mapping[int, str], int]] = {}
+        self._ids: dict[str, int] = {}
 
     def update(
-        self, view: ReferenceLab, rules: Mapping[int, tuple[Mapping[int, str], int]]
+        self,
+        view: ReferenceLab,
+        rules: Mapping[int, tuple[Mapping[int, str], int]],
+        local_ids: Mapping[str, int] | None = None,
     ) -> None:
-        """Rebuild from a resolved view; `rules` maps endpoint id to (cookie texts, revision)."""
+        """Rebuild from a resolved view; `rules` maps endpoint id to (cookie texts, revision),
+        `local_ids` this node's endpoint IPs to their endpoint ids (Hubble's `ID`)."""
         peers: dict[str, _Peer] = {}
         for placed in view.topology.workloads.values():
             w = placed.workload
@@ -68,6 +73,7 @@ class FlowEnricher:
         for ident, label_set in view.identities.items():
             labels[ident] = tuple(label_set.strings())
         self._peers, self._labels, self._rules = peers, labels, dict(rules)
+        self._ids = dict(local_ids or {})
 
     def endpoint(self, ep: Endpoint | None, ip: str) -> Endpoint:
         """`ep` with the pod and label fields it lacks filled in from `ip` and its identity."""
@@ -82,6 +88,8 @@ class FlowEnricher:
                 changes["workloads"] = ep.workloads or (Workload(peer.workload, "Pod"),)
             if not ep.cluster_name and peer.pod_name:
                 changes["cluster_name"] = peer.cluster
+        if not ep.id and ip in self._ids:
+            changes["id"] = self._ids[ip]
         if not ep.labels and ep.identity in self._labels:
             changes["labels"] = self._labels[ep.identity]
         return dataclasses.replace(ep, **changes) if changes else ep  # type: ignore[arg-type]

@@ -41,9 +41,9 @@ def record_sync(
 ) -> None:
     """After a successful sync: refresh enrichment and the state gauges, and observe the time
     from the newest manifest write (`seen`: (path, mtime_ns, size)) to the kernel written."""
-    hub.enricher.update(
-        view, {ep_id: (p.cookies, p.revision) for ep_id, p in agent.policies.items()}
-    )
+    local_ids = {str(ip): info.endpoint_id for ip, info in agent.datapath.endpoints().items()}
+    rules = {ep_id: (p.cookies, p.revision) for ep_id, p in agent.policies.items()}
+    hub.enricher.update(view, rules, local_ids)
     m = hub.metrics
     m.policy_change("success")
     kinds = Counter(identity_kind(i) for i in view.identities)

@@ -12,6 +12,7 @@ Layout of a lab's directory:
     manifests/          the watched policy directory (unless `--manifests DIR` was given)
     servers.json        the workload servers' configuration; servers.log
     agents/<node>.json  each agent's status (revision, last sync, last error); <node>.log
+    agents/<node>.sock  each agent's local API (flows, status, metrics; docs/observe.md)
     flows/<node>.jsonl  each agent's flows (Hubble JSON lines, rotated by size)
 """
 
@@ -73,6 +74,10 @@ class LabState:
 
     def agent_log_path(self, node_key: str) -> Path:
         return self.directory / "agents" / f"{node_file_name(node_key)}.log"
+
+    def agent_api_path(self, node_key: str) -> Path:
+        """The agent's local API socket (docs/observe.md)."""
+        return self.directory / "agents" / f"{node_file_name(node_key)}.sock"
 
     def flows_path(self, node_key: str) -> Path:
         return self.directory / "flows" / f"{node_file_name(node_key)}.jsonl"
