@@ -172,11 +172,19 @@ class ClusterPolicyEngine:
         self.endpoints[ep.endpoint_id] = ep
 
 
+AUDIT_ANNOTATIONS: tuple[str, ...] = (
+    "policy.netstrata.io/audit-mode",
+    "netstrata.io/audit-mode",
+    "policy.cilium.io/audit-mode",
+)
+"""Workload annotations that put one endpoint in audit mode (value `true` or `enabled`).
+The first is the documented one; Cilium itself has no annotation (its per-endpoint switch is
+`cilium endpoint config <id> PolicyAuditMode=Enabled`), the others are accepted spellings."""
+
+
 def _audit_annotation(w: api.Workload) -> bool:
     ann = dict(w.annotations)
-    return ann.get("policy.cilium.io/audit-mode", "").lower() in ("true", "enabled") or ann.get(
-        "netstrata.io/audit-mode", ""
-    ).lower() in ("true", "enabled")
+    return any(ann.get(k, "").strip().lower() in ("true", "enabled") for k in AUDIT_ANNOTATIONS)
 
 
 def _for_endpoint(shared: ResolvedPolicy, endpoint_id: int) -> ResolvedPolicy:

@@ -291,12 +291,22 @@ class ReferenceLab:
                     verdict = l7_check(l7, peer, req.l7,
                                        lambda ns, name: self.secrets.get((ns, name)))
                     l7rule = policy.cookies.get(verdict.cookie) if verdict.cookie else None
+                    if not verdict.allowed and policy.audit:
+                        # netstrata's L7 audit (beyond Cilium): report, forward unchanged.
+                        out.steps.append(Step("l7", dname, True, l7rule, f"{l7.parser} rules",
+                                              audited=True))
+                        out.got, out.layer, out.rule = "audited", "l7", l7rule or rule
+                        continue
                     out.steps.append(Step("l7", dname, verdict.allowed, l7rule, f"{l7.parser} rules"))
                     if not verdict.allowed:
                         return ProbeOutcome("denied-l7", "l7", rule, dname, None, True, out.steps)
                     out.layer, out.rule = "l7", l7rule or rule
                     out.delivered = verdict.forwarded
                     req = Request(req.proto, req.port, req.parser, verdict.forwarded)
+                elif l7 is not None and req.parser != l7.parser and policy.audit:
+                    out.steps.append(Step("l7", dname, True, rule, f"not {l7.parser} traffic",
+                                          audited=True))
+                    out.got = "audited"
                 elif l7 is not None and req.parser != l7.parser:
                     # The proxy cannot parse this protocol as the rules' L7 type: it refuses it.
                     out.steps.append(Step("l7", dname, False, rule, f"not {l7.parser} traffic"))

@@ -255,7 +255,10 @@ def _l7_flow(packet: Packet, record: L7Record, summary: str, *, l7_type: L7FlowT
              verdict: Verdict, direction: Direction, time_ns: int, node_name: str,
              latency_ns: int, policies: Sequence[PolicyRef | Policy], revision: int,
              uuid: str | None) -> Flow:
-    if verdict not in (Verdict.FORWARDED, Verdict.DROPPED, Verdict.ERROR, Verdict.REDIRECTED):
+    # AUDIT on an L7 record is netstrata's extension: the proxy forwarded a request its rules
+    # would deny because the endpoint is in audit mode (Cilium's audit mode stops at L3/L4).
+    if verdict not in (Verdict.FORWARDED, Verdict.DROPPED, Verdict.ERROR, Verdict.REDIRECTED,
+                       Verdict.AUDIT):
         raise ValueError(f"an L7 record cannot have verdict {verdict.name}")
     response = l7_type == L7FlowType.RESPONSE
     src_ip, dst_ip, src_port, dst_port = packet.src_ip, packet.dst_ip, packet.src_port, packet.dst_port
@@ -272,7 +275,8 @@ def _l7_flow(packet: Packet, record: L7Record, summary: str, *, l7_type: L7FlowT
         l7=Layer7(l7_type, latency_ns if response else 0, record),
         event_type=EventType(EventKind.ACCESS_LOG, 0), traffic_direction=_direction(direction),
         is_reply=response, summary=summary,
-        **_policy_lists(direction, verdict != Verdict.DROPPED, policies, revision),  # type: ignore[arg-type]
+        **_policy_lists(direction, verdict not in (Verdict.DROPPED, Verdict.AUDIT), policies,
+                        revision),  # type: ignore[arg-type]
     )
 
 

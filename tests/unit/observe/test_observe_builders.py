@@ -43,12 +43,20 @@ def test_summaries() -> None:
     assert udp.ip is not None and udp.ip.ip_version.name == "IPv6"
 
 
-def test_drop_needs_a_reason_and_l7_rejects_audit() -> None:
+def test_drop_needs_a_reason_and_l7_rejects_trace_verdicts() -> None:
     with pytest.raises(ValueError, match="drop reason"):
         flow_from_l34(SYN, event="drop", direction=Direction.INGRESS, time_ns=T0, node_name=NODE)
-    with pytest.raises(ValueError, match="AUDIT"):
-        flow_from_l7_http(HTTP_CONN, method="GET", url="/", verdict=Verdict.AUDIT, time_ns=T0,
+    with pytest.raises(ValueError, match="TRACED"):
+        flow_from_l7_http(HTTP_CONN, method="GET", url="/", verdict=Verdict.TRACED, time_ns=T0,
                           node_name=NODE)
+
+
+def test_an_audited_l7_request_names_the_denying_side() -> None:
+    # L7 audit is netstrata's extension: the rule set that would deny goes to *_denied_by.
+    f = flow_from_l7_http(HTTP_CONN, method="GET", url="/", verdict=Verdict.AUDIT, time_ns=T0,
+                          node_name=NODE, policies=[("CiliumNetworkPolicy", "ns", "web")])
+    assert f.verdict == Verdict.AUDIT
+    assert [p.name for p in f.ingress_denied_by] == ["web"] and not f.ingress_allowed_by
 
 
 def test_trace_subtypes_and_reply() -> None:

@@ -125,3 +125,12 @@ def test_nxdomain_answer_is_released_without_learning() -> None:
     result = DNSEnforcer().on_response(decision, wire, INFO, 0, 0)
     assert result.action == "release" and result.observation is None
     assert not dns.message.from_wire(result.reply or b"").flags & dns.flags.TC
+
+
+def test_audit_mode_forwards_a_would_be_refused_query_with_verdict_audit() -> None:
+    from dataclasses import replace
+
+    decision = DNSEnforcer().on_query(query("stripe.com"), INFO, replace(POLICY, audit=True), 10.0)
+    assert decision.action == "forward" and decision.reply is None
+    (request,) = decision.flows
+    assert request.verdict == FV.AUDIT

@@ -322,7 +322,7 @@ def test_no_rule_set_or_no_policy_denies() -> None:
     assert (Playbook(layer(None)) >> ClientData(get("/public"))
             << flow(L7FlowType.REQUEST, FV.DROPPED) << reply(403) << Placeholder(Verdict))
     kafka_rules = ResolvedPolicy(12, 100, 1, {}, True, False,
-                                 {(Direction.INGRESS, 6, DST[1], 16): L7Policy("kafka", ())})
+                                 l7={(Direction.INGRESS, 6, DST[1], 16): L7Policy("kafka", ())})
     assert (Playbook(layer(kafka_rules)) >> ClientData(get("/public"))
             << flow(L7FlowType.REQUEST, FV.DROPPED) << reply(403) << Placeholder(Verdict))
 
@@ -367,3 +367,21 @@ def test_connect_is_not_tunnelled() -> None:
         << flow(L7FlowType.REQUEST, FV.ERROR) << reply(501) << Placeholder(Verdict)
         << Close("client")
     )
+
+
+def test_audit_mode_forwards_a_would_be_denied_request_unchanged_with_verdict_audit() -> None:
+    # netstrata's L7 audit (beyond Cilium, whose audit mode stops at L3/L4).
+    from dataclasses import replace
+
+    req = flow(L7FlowType.REQUEST, FV.AUDIT)
+    assert (
+        Playbook(layer(replace(PUBLIC_ONLY, audit=True)))
+        >> ClientData(get("/private"))
+        << req
+        << OpenServer(DST)
+        >> ServerOpened()
+        << SendToServer(b"GET /private HTTP/1.1\r\nHost: api\r\n\r\n")
+        >> ServerData(OK_RESPONSE)
+        << reply(200) << flow(L7FlowType.RESPONSE, FV.FORWARDED) << SendToClient(b"ok")
+    )
+    assert not req().flow.ingress_allowed_by

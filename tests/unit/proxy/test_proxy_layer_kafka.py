@@ -229,3 +229,16 @@ def test_client_eof_waits_for_owed_responses() -> None:
         >> ServerData(produce_response("orders", 1))
         << Placeholder(SendToClient) << Placeholder(Verdict) << Close("server") << Close("client")
     )
+
+
+def test_audit_mode_forwards_a_would_be_denied_produce_with_verdict_audit() -> None:
+    from dataclasses import replace
+
+    assert (
+        Playbook(layer(pol=replace(RULES, audit=True)))
+        >> ClientData(produce("payments", 9))
+        << flow(L7FlowType.REQUEST, FV.AUDIT)
+        << OpenServer(BROKER)
+        >> ServerOpened()
+        << SendToServer(produce("payments", 9))
+    )

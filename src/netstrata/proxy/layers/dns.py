@@ -130,9 +130,11 @@ class DNSEnforcer:
             allowed, cookie = verdict.allowed, verdict.cookie
         refs = policy_refs(policy, cookie)
         revision = policy.revision if policy is not None else 0
-        request = self._flow(info, query, L7FlowType.REQUEST,
-                             FlowVerdict.FORWARDED if allowed else FlowVerdict.DROPPED, now,
-                             refs, revision)
+        flow_verdict = FlowVerdict.FORWARDED if allowed else FlowVerdict.DROPPED
+        if not allowed and policy is not None and policy.audit:
+            # Audit mode (netstrata's L7 extension): report the would-be refusal and forward.
+            allowed, flow_verdict = True, FlowVerdict.AUDIT
+        request = self._flow(info, query, L7FlowType.REQUEST, flow_verdict, now, refs, revision)
         if allowed:
             return QueryDecision("forward", query, flows=(request,), policies=refs,
                                  revision=revision)

@@ -331,6 +331,10 @@ class HTTPLayer:
             allowed, cookie, forwarded = verdict.allowed, verdict.cookie, verdict.forwarded
         ex.policies = policy_refs(policy, cookie)
         flow_verdict = FlowVerdict.FORWARDED if allowed else FlowVerdict.DROPPED
+        if not allowed and policy is not None and policy.audit:
+            # Audit mode (netstrata's L7 extension): report the would-be denial, forward the
+            # request as the client sent it (no rule rewrote it).
+            allowed, forwarded, flow_verdict = True, request, FlowVerdict.AUDIT
         out.append(Verdict(self._request_flow(ex, flow_verdict, now, hidden)))
         if not allowed or not isinstance(forwarded, HTTPRequest):
             head = ex.head

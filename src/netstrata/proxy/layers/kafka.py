@@ -221,8 +221,11 @@ class KafkaLayer:
             verdict = l7_check(l7, self.ctx.info.peer_identity, rule_request(request))
             allowed, cookie = verdict.allowed, verdict.cookie
         pending = _Pending(request, now, policies=policy_refs(policy, cookie), revision=revision)
-        for flow in self._request_flows(pending, allowed, now):
+        # Audit mode (netstrata's L7 extension): report the would-be denial and forward.
+        audited = not allowed and policy is not None and policy.audit
+        for flow in self._request_flows(pending, allowed, now, audited):
             out.append(Verdict(flow))
+        allowed = allowed or audited
         if allowed:
             if self._upstream == "open":
                 self._forward(pending, out)
@@ -302,9 +305,12 @@ class KafkaLayer:
 
     # ---- flows -------------------------------------------------------------------------------
 
-    def _request_flows(self, pending: _Pending, allowed: bool, now: float) -> list[Flow]:
+    def _request_flows(self, pending: _Pending, allowed: bool, now: float,
+                       audited: bool = False) -> list[Flow]:
         request = pending.request
         verdict = FlowVerdict.FORWARDED if allowed else FlowVerdict.DROPPED
+        if audited:
+            verdict = FlowVerdict.AUDIT
         return [
             flow_from_l7_kafka(
                 self.ctx.packet(), api_key=request.api_name, topic=topic,
