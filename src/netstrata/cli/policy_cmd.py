@@ -19,9 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     chk.add_argument("--case", action="append", default=[], help="only these case ids")
     chk.set_defaults(func=cmd_check)
 
-    from netstrata.cli import trace_cmd
+    from netstrata.cli import rollout_cmd, trace_cmd
 
     trace_cmd.register(psub)
+    rollout_cmd.register(psub)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
