@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netstrata.cli.identity_cmd",
     "netstrata.cli.mesh_cmd",
     "netstrata.cli.lab_cmd",
+    "netstrata.cli.observe_cmd",
     "netstrata.cli.bench_cmd",
 )
 
