@@ -8,8 +8,11 @@ first:
 
 * an HTTP/1.1 request line: one response, with the status `lab/apps.py` gives (the reference
   run reads the same table) and a JSON echo of the request as the body;
-* the HTTP/2 connection preface (gRPC clients): the server's SETTINGS frame, then close; the
-  lab judges gRPC at L3/L4 until the proxy issue adds HTTP/2;
+* the HTTP/2 connection preface (gRPC clients): spliced to the real grpcio service of
+  `grpc_doors.py` (Cilium's Cloud City door manager), which one `grpc.aio` server in this
+  process serves on a Unix socket (a Unix socket path is reachable from every namespace);
+* on Kafka ports (9092, `kafka_broker.KAFKA_PORTS`): the Kafka-protocol broker of
+  `kafka_broker.py`, one topic store for the whole lab;
 * on port 53 (TCP or UDP): DNS, answered from the lab's records (A records; NXDOMAIN for
   names it does not know), with the DNS core of `proxy/dns.py`;
 * anything else: echoed back (TCP and UDP echo).
@@ -40,6 +43,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from netstrata.lab.apps import http_status
+from netstrata.lab.grpc_doors import start_door_server
+from netstrata.lab.kafka_broker import KAFKA_PORTS, Broker, serve_kafka
 from netstrata.netns import socket_in_netns
 
 log = logging.getLogger(__name__)
@@ -169,6 +174,11 @@ class LabServers:
     _closers: list[Any] = field(default_factory=list)
     _listening: set[tuple[str, int, str]] = field(default_factory=set)
     _tls: ssl.SSLContext | None = None
+    kafka: Broker = field(default_factory=Broker)
+    """The lab's Kafka topics (shared by every Kafka port)."""
+    _grpc: Any = None
+    _grpc_dir: tempfile.TemporaryDirectory[str] | None = None
+    _grpc_path: str = ""
 
     async def start(self, specs: Iterable[ServerSpec]) -> None:
         """Listen on every port of every spec (sockets made inside each spec's namespace).
@@ -214,13 +224,16 @@ class LabServers:
                           writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
         try:
+            if port in KAFKA_PORTS:
+                await serve_kafka(self.kafka, reader, writer)
+                return
             async with asyncio.timeout(IDLE_S):
                 if port == DNS_PORT:
                     await self._dns_tcp(reader, writer)
                     return
                 first = await reader.read(MAX_HEAD)
                 if first.startswith(H2_PREFACE[:len(first)]) and first:
-                    writer.write(H2_SETTINGS)
+                    pass  # spliced below, outside the whole-connection timeout
                 elif _REQUEST_LINE.match(first):
                     head = first
                     while b"\r\n\r\n" not in head and len(head) < MAX_HEAD:
@@ -237,12 +250,48 @@ class LabServers:
                         await writer.drain()
                         data = await reader.read(65536)
                 await writer.drain()
+            if first.startswith(H2_PREFACE[:len(first)]) and first:
+                await self._splice_grpc(first, reader, writer)
         except (TimeoutError, ConnectionError, ssl.SSLError, OSError):
             pass
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError, OSError):
                 await writer.wait_closed()
+
+    async def _grpc_address(self) -> str:
+        if self._grpc is None:
+            self._grpc_dir = tempfile.TemporaryDirectory(prefix="netstrata-grpc-")
+            self._grpc_path = str(Path(self._grpc_dir.name) / "doors.sock")
+            self._grpc = await start_door_server(f"unix:{self._grpc_path}")
+        return self._grpc_path
+
+    async def _splice_grpc(self, first: bytes, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        """Relay an HTTP/2 connection to the grpcio service, bytes unchanged both ways."""
+        up_reader, up_writer = await asyncio.open_unix_connection(await self._grpc_address())
+        up_writer.write(first)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while True:
+                async with asyncio.timeout(IDLE_S * 6):
+                    data = await src.read(65536)
+                if not data:
+                    break
+                dst.write(data)
+                await dst.drain()
+            with contextlib.suppress(OSError):
+                if dst.can_write_eof():
+                    dst.write_eof()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(pump(reader, up_writer), name="grpc splice up")
+                tg.create_task(pump(up_reader, writer), name="grpc splice down")
+        except* (TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            up_writer.close()
 
     async def _dns_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -267,6 +316,12 @@ class LabServers:
                         await closer.wait_closed()
         self._closers.clear()
         self._listening.clear()
+        if self._grpc is not None:
+            await self._grpc.stop(0.5)
+            self._grpc = None
+        if self._grpc_dir is not None:
+            self._grpc_dir.cleanup()
+            self._grpc_dir = None
 
 
 def self_signed_context() -> ssl.SSLContext:

@@ -1,12 +1,7 @@
-"""A one-partition, single-node Kafka broker stub that aiokafka can produce to and fetch from.
+"""The lab's Kafka-protocol broker (`netstrata.lab.kafka_broker.Broker`) on a threaded socket
+server, for tests that drive it with blocking clients or from another event loop.
 
-A fake, and only because no real broker can run here: Kafka ships as a tarball download
-(neither Debian nor PyPI packages a broker), and downloads are not possible on these machines.
-It speaks just enough of the protocol for aiokafka 0.14: ApiVersions v0 (advertising exactly
-one version of each API below, so the client's choice is known), Metadata v1, Produce v3 and
-Fetch v4 with v2 record batches stored verbatim (the broker rewrites each batch's base offset,
-as a real one does), ListOffsets v1. Bodies are decoded and encoded with netstrata's own
-Kafka codec (the same schemas the proxy uses), so a schema mistake would show up here too.
+A fake only because no real Kafka broker can run on these machines (see that module).
 """
 
 from __future__ import annotations
@@ -17,124 +12,8 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
-from netstrata.proxy._kafka_codec import Reader, decode_struct
-from netstrata.proxy._kafka_schemas import SCHEMAS
-from netstrata.proxy.kafka import encode_response
-
-VERSIONS = {0: 3, 1: 4, 2: 1, 3: 1, 18: 0}
-"""apiKey -> the one version the stub speaks."""
-
-
-class Broker:
-    """The stub's state: per-topic logs of record batches."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.logs: dict[str, list[tuple[int, bytes]]] = {}
-        self.next_offset: dict[str, int] = {}
-        self.advertised: tuple[str, int] = ("127.0.0.1", 0)
-        self.requests: list[tuple[int, tuple[str, ...]]] = []
-        """(apiKey, topics) of every request that reached the broker."""
-
-    def answer(self, frame: bytes) -> bytes | None:
-        r = Reader(frame, 4)
-        api_key, version, cid = r.fixed("int16"), r.fixed("int16"), r.fixed("int32")
-        size = r.fixed("int16")
-        r.take(max(size, 0))
-        if api_key == 18:
-            self.requests.append((18, ()))
-            versions = b"".join(struct.pack(">hhh", k, v, v) for k, v in sorted(VERSIONS.items()))
-            payload = struct.pack(">ihi", cid, 0, len(VERSIONS)) + versions
-            return struct.pack(">i", len(payload)) + payload
-        if VERSIONS.get(api_key) != version:
-            raise ValueError(f"stub does not speak apiKey {api_key} v{version}")
-        if api_key == 0:  # the codec skips record batches; the stub needs them
-            body = _decode_produce_v3(r)
-        else:
-            body = decode_struct(r, SCHEMAS[api_key].request, version, False)
-        handler = {0: self._produce, 1: self._fetch, 2: self._offsets, 3: self._metadata}[api_key]
-        with self.lock:
-            response = handler(body)
-        if response is None:
-            return None
-        return encode_response(api_key, version, cid, response)
-
-    def _topics(self, body: dict[str, Any], key: str) -> list[str]:
-        return [t[key] for t in body.get("topics") or []]
-
-    def _metadata(self, body: dict[str, Any]) -> dict[str, Any]:
-        names = self._topics(body, "name") if body.get("topics") is not None else list(self.logs)
-        self.requests.append((3, tuple(names)))
-        partitions = [{"error_code": 0, "partition_index": 0, "leader_id": 0,
-                       "replica_nodes": [0], "isr_nodes": [0]}]
-        host, port = self.advertised
-        return {"brokers": [{"node_id": 0, "host": host, "port": port, "rack": None}],
-                "controller_id": 0,
-                "topics": [{"error_code": 0, "name": n, "is_internal": False,
-                            "partitions": partitions} for n in names]}
-
-    def _produce(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        self.requests.append((0, tuple(self._topics(body, "name"))))
-        responses = []
-        for topic in body["topics"]:
-            name = topic["name"]
-            parts = []
-            for part in topic["partitions"]:
-                batch = part["records"] or b""
-                base = self.next_offset.get(name, 0)
-                count = struct.unpack_from(">i", batch, 23)[0] + 1  # lastOffsetDelta + 1
-                self.logs.setdefault(name, []).append((base, struct.pack(">q", base) + batch[8:]))
-                self.next_offset[name] = base + count
-                parts.append({"index": part["index"], "error_code": 0, "base_offset": base})
-            responses.append({"name": name, "partitions": parts})
-        return None if body["acks"] == 0 else {"responses": responses}
-
-    def _fetch(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.requests.append((1, tuple(self._topics(body, "topic"))))
-        responses = []
-        for topic in body["topics"]:
-            name = topic["topic"]
-            parts = []
-            for part in topic["partitions"]:
-                offset = part["fetch_offset"]
-                data = b"".join(b for base, b in self.logs.get(name, []) if base >= offset)
-                parts.append({"partition_index": part["partition"], "error_code": 0,
-                              "high_watermark": self.next_offset.get(name, 0),
-                              "last_stable_offset": self.next_offset.get(name, 0),
-                              "aborted_transactions": None, "records": data})
-            responses.append({"topic": name, "partitions": parts})
-        return {"responses": responses}
-
-    def _offsets(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.requests.append((2, tuple(self._topics(body, "name"))))
-        topics = []
-        for topic in body["topics"]:
-            name = topic["name"]
-            parts = [{"partition_index": p["partition_index"], "error_code": 0, "timestamp": -1,
-                      "offset": 0 if p["timestamp"] == -2 else self.next_offset.get(name, 0)}
-                     for p in topic["partitions"]]
-            topics.append({"name": name, "partitions": parts})
-        return {"topics": topics}
-
-
-def _decode_produce_v3(r: Reader) -> dict[str, Any]:
-    def string() -> str | None:
-        size = r.fixed("int16")
-        return None if size < 0 else r.take(size).decode()
-
-    string()  # transactional_id
-    acks, _timeout = r.fixed("int16"), r.fixed("int32")
-    topics = []
-    for _ in range(r.fixed("int32")):
-        name = string()
-        parts = []
-        for _ in range(r.fixed("int32")):
-            index, size = r.fixed("int32"), r.fixed("int32")
-            parts.append({"index": index, "records": r.take(size) if size >= 0 else None})
-        topics.append({"name": name, "partitions": parts})
-    return {"acks": acks, "topics": topics}
+from netstrata.lab.kafka_broker import Broker
 
 
 class _Handler(socketserver.BaseRequestHandler):
