@@ -208,6 +208,8 @@ class TunnelServer:
         self.clock = clock or credentials.clock
         self._stats = TunnelStatistics()
         self._servers: list[asyncio.Server] = []
+        self._connections: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     async def start(self, host: str, port: int = 0) -> Address:
         """Listen for tunnels (mTLS); returns the bound address."""
@@ -247,8 +249,14 @@ class TunnelServer:
         )
 
     async def close(self) -> None:
+        """Stop listening, end every connection still open, and wait for them."""
+        self._closing = True
         for server in self._servers:
             server.close()
+        for task in self._connections:
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=2.0)
         for server in self._servers:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
