@@ -6,6 +6,7 @@ ipcache); the door server listens on 127.0.0.5."""
 from __future__ import annotations
 
 import http.client
+import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,19 +21,28 @@ from netstrata.observe.flow import HTTP, L7FlowType
 from netstrata.observe.flow import Verdict as FV
 from netstrata.policy.types import Direction, L7Entry, L7Policy, ResolvedPolicy
 from netstrata.proxy import InMemoryPolicySource, ListenerSpec, LocalEndpoint
+from netstrata.proxy.layers.http2 import H2_PREFACE
 
 DOOR_IP, TERMINAL_IP = "127.0.0.5", "127.0.0.1"
 TERMINAL, DOOR = 4242, 600
 
 
 def door_policy(port: int) -> ResolvedPolicy:
-    rules = tuple(HTTPRule(method="POST", path=f"/cloudcity.DoorManager/{m}")
-                  for m in ("GetName", "GetLocation", "RequestMaintenance"))
+    rules = tuple(
+        HTTPRule(method="POST", path=f"/cloudcity.DoorManager/{m}")
+        for m in ("GetName", "GetLocation", "RequestMaintenance")
+    )
     entry = L7Entry(frozenset({TERMINAL}), rules, cookie=1)
     return ResolvedPolicy(
-        endpoint_id=30, identity=DOOR, revision=2, entries={}, ingress_enforced=True,
-        egress_enforced=False, l7={(Direction.INGRESS, 6, port, 16): L7Policy("http", (entry,))},
-        cookies={1: "CiliumNetworkPolicy default/rule1 ingress[0]"})
+        endpoint_id=30,
+        identity=DOOR,
+        revision=2,
+        entries={},
+        ingress_enforced=True,
+        egress_enforced=False,
+        l7={(Direction.INGRESS, 6, port, 16): L7Policy("http", (entry,))},
+        cookies={1: "CiliumNetworkPolicy default/rule1 ingress[0]"},
+    )
 
 
 @pytest.fixture
@@ -43,8 +53,9 @@ def setup() -> Iterator[tuple[ProxyThread, str]]:
     server.start()
     try:
         source = InMemoryPolicySource()
-        source.upsert_endpoint(LocalEndpoint(30, DOOR, (DOOR_IP,), door_policy(port), "default",
-                                             "cc-door-mgr"))
+        source.upsert_endpoint(
+            LocalEndpoint(30, DOOR, (DOOR_IP,), door_policy(port), "default", "cc-door-mgr")
+        )
         source.set_identity(f"{TERMINAL_IP}/32", TERMINAL)
         source.set_original_destination("http-in", (DOOR_IP, port))
         with ProxyThread(source, [ListenerSpec("http-in", "http", Direction.INGRESS)]) as proxy:
@@ -78,12 +89,15 @@ def test_denied_method_gets_permission_denied(setup: tuple[ProxyThread, str]) ->
 
 
 def test_denied_stream_leaves_other_streams_on_the_connection(
-        setup: tuple[ProxyThread, str]) -> None:
+    setup: tuple[ProxyThread, str],
+) -> None:
     _, target = setup
     with grpc.insecure_channel(target) as channel:
         calls = {m: channel.unary_unary(method_path(m)) for m in ("GetName", "SetAccessCode")}
-        futures = [(m, calls[m].future(encode_fields({1: 1, 2: 999}), timeout=5))
-                   for m in ("GetName", "SetAccessCode", "GetName", "SetAccessCode", "GetName")]
+        futures = [
+            (m, calls[m].future(encode_fields({1: 1, 2: 999}), timeout=5))
+            for m in ("GetName", "SetAccessCode", "GetName", "SetAccessCode", "GetName")
+        ]
         outcomes = []
         for method, future in futures:
             try:
@@ -93,9 +107,13 @@ def test_denied_stream_leaves_other_streams_on_the_connection(
                 outcomes.append((method, exc.code().name))
         # after the denials the same channel (one HTTP/2 connection) still works
         assert calls["GetName"](encode_fields({1: 1}), timeout=5)
-    assert outcomes == [("GetName", "OK"), ("SetAccessCode", "PERMISSION_DENIED"),
-                        ("GetName", "OK"), ("SetAccessCode", "PERMISSION_DENIED"),
-                        ("GetName", "OK")]
+    assert outcomes == [
+        ("GetName", "OK"),
+        ("SetAccessCode", "PERMISSION_DENIED"),
+        ("GetName", "OK"),
+        ("SetAccessCode", "PERMISSION_DENIED"),
+        ("GetName", "OK"),
+    ]
 
 
 def test_http1_on_the_same_port_is_decided_as_http1(setup: tuple[ProxyThread, str]) -> None:
@@ -105,3 +123,41 @@ def test_http1_on_the_same_port_is_decided_as_http1(setup: tuple[ProxyThread, st
     conn.request("GET", "/cloudcity.DoorManager/GetName")
     response = conn.getresponse()
     assert (response.status, response.read()) == (403, b"Access denied\r\n")
+
+
+def _read_goaway(sock: socket.socket) -> int | None:
+    """Read frames until GOAWAY (returns its error code) or EOF (None)."""
+    buf = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+        while len(buf) >= 9:
+            size = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + size:
+                break
+            kind, payload, buf = buf[3], buf[9 : 9 + size], buf[9 + size :]
+            if kind == 7:
+                return int.from_bytes(payload[4:8], "big")
+
+
+@pytest.mark.parametrize(
+    ("attack", "code"),
+    [
+        # garbage after the preface: a frame type SETTINGS with a bad length, FRAME_SIZE_ERROR
+        (b"\x00\x00\x05\x04\x00\x00\x00\x00\x00" + b"\x00" * 5, 0x6),
+        # a PING flood: ENHANCE_YOUR_CALM once the abuse budget is spent
+        ((b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"\x00" * 8) * 1000, 0xB),
+    ],
+)
+def test_abusive_connection_gets_goaway_and_others_are_served(
+    setup: tuple[ProxyThread, str], attack: bytes, code: int
+) -> None:
+    proxy, target = setup
+    host, port = target.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(H2_PREFACE + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00" + attack)
+        assert _read_goaway(sock) == code
+    assert grpc_call(target, "GetName").code == "OK"
+    assert proxy.call(lambda: proxy.proxy.statistics().connections_failed) == 0
