@@ -176,13 +176,16 @@ def test_audit_mode_allows_and_marks_what_policy_would_drop(pods: Pods) -> None:
     assert not any(e.type == EventType.DROP for e in events)
 
 
-def test_redirect_entry_allows_and_reports_redirected(pods: Pods) -> None:
+def test_redirect_entry_without_a_proxy_listener_fails_closed(pods: Pods) -> None:
+    """A redirect entry hands the connection to the node proxy's listener; with no listener
+    on the proxy port nothing reaches the server around it (tests/datapath/test_proxy_redirect.py
+    covers the proxy side)."""
     attach_both(pods.dp, pods)
     pods.dp.apply_policy(resolved(EP_A, ID_A, allow(EG, ID_B, TCP, 8080, proxy_port=15001,
                                                     precedence=100)))
     pods.dp.apply_policy(resolved(EP_B, ID_B, allow(IN, ID_A, TCP, 8080)))
     with server(pods.b.pod_netns, pods.b.ip, 8080):
-        assert tcp_echo(pods.a.pod_netns, pods.b.ip, 8080) == b"ping"
-    events = wait_events(pods.dp, lambda e: e.verdict == Verdict.REDIRECTED)
+        assert tcp_echo(pods.a.pod_netns, pods.b.ip, 8080) is None
+    events = wait_events(pods.dp, _is_drop(DropReason.PROXY_LOOKUP_FAILED, EP_A))
     redirected = next(e for e in events if e.verdict == Verdict.REDIRECTED)
     assert redirected.proxy_port == 15001 and redirected.endpoint_id == EP_A

@@ -28,6 +28,7 @@ from pathlib import Path
 from netstrata.agent.engine import HOST, KUBE_APISERVER, REMOTE_NODE, WORLD
 from netstrata.datapath.kernel import Delta, KernelDatapath, endpoint_flags
 from netstrata.datapath.maps import EndpointInfo, FlowEvent
+from netstrata.datapath.proxy_routing import install_proxy_routing
 from netstrata.lab.simulate import ReferenceLab
 from netstrata.netns import ifindex
 from netstrata.policy.types import ResolvedPolicy
@@ -80,6 +81,8 @@ class NodeAgent:
         self.node_ips = dict(node_ips)
         self.flows: collections.deque[FlowEvent] = collections.deque(maxlen=flow_capacity)
         self.policies: dict[int, ResolvedPolicy] = {}
+        self.endpoint_ids: dict[str, int] = {}
+        """Workload ref -> endpoint id, as of the last sync."""
         self._dp: KernelDatapath | None = None
         self._attached: set[str] = set()
 
@@ -92,6 +95,8 @@ class NodeAgent:
     def open(self) -> None:
         """Load the programs and open (or, after a restart, re-open) the pinned maps."""
         self._dp = KernelDatapath(self.pin_dir, netns=self.netns)
+        # redirected packets must be delivered to the node proxy, not forwarded
+        install_proxy_routing(self.netns)
 
     # ------------------------------------------------------------------------------ sync
 
@@ -130,6 +135,7 @@ class NodeAgent:
             identity = view.identity_of[ep.ref]
             deltas.append(dp.apply_policy(resolved))
             self.policies[resolved.endpoint_id] = resolved
+            self.endpoint_ids[ep.ref] = resolved.endpoint_id
             revision = max(revision, resolved.revision)
             flags = endpoint_flags(resolved.ingress_enforced, resolved.egress_enforced,
                                    resolved.audit)

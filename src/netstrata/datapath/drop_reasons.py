@@ -23,6 +23,8 @@ class DropReason(IntEnum):
     SERVICE_BACKEND_NOT_FOUND = 158
     INVALID_IDENTITY = 171
     UNKNOWN_SENDER = 172
+    PROXY_LOOKUP_FAILED = 178
+    PROXY_SET_FAILED = 179
     PROXY_REDIRECTION_NOT_SUPPORTED_FOR_PROTOCOL = 180
     POLICY_DENY = 181
     AUTH_REQUIRED = 189
@@ -43,6 +45,8 @@ DESCRIPTIONS: Final[dict[DropReason, str]] = {
     DropReason.SERVICE_BACKEND_NOT_FOUND: "Service backend not found",
     DropReason.INVALID_IDENTITY: "Invalid identity",
     DropReason.UNKNOWN_SENDER: "Unknown sender",
+    DropReason.PROXY_LOOKUP_FAILED: "Proxy lookup failed",
+    DropReason.PROXY_SET_FAILED: "Proxy set failed",
     DropReason.PROXY_REDIRECTION_NOT_SUPPORTED_FOR_PROTOCOL:
         "Proxy redirection not supported for protocol",
     DropReason.POLICY_DENY: "Policy denied by denylist",

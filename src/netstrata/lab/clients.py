@@ -16,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
 import os
 import shutil
 import socket
 import struct
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -29,7 +27,7 @@ from typing import Final, Literal
 from netstrata.lab.servers import H2_PREFACE, H2_SETTINGS
 from netstrata.netns import netns_path, socket_in_netns
 
-Got = Literal["allowed", "dropped", "app-error"]
+Got = Literal["allowed", "dropped", "app-error", "denied-l7"]
 
 TIMEOUT_S: Final = 1.0
 """How long a client waits for an answer before it calls the packet dropped. Lab round trips
@@ -156,42 +154,6 @@ async def grpc_probe(netns: str, dst: str, port: int) -> Outcome:
     return Outcome("app-error", "not an HTTP/2 server")
 
 
-async def grpc_call_probe(netns: str, dst: str, port: int, method: str) -> Outcome:
-    """A real grpcio call of `cloudcity.DoorManager/<method>` (`probe_tools.py` in a child).
-
-    OK is `allowed` (detail: what the guide's client prints); any other status is `app-error`
-    with `gRPC <NAME> (<code>)` (a proxy denial is PERMISSION_DENIED (7)); no answer at all
-    (DEADLINE_EXCEEDED / UNAVAILABLE after a silent connect) is `dropped`.
-    """
-    argv = [sys.executable, "-m", "netstrata.lab.probe_tools", "--timeout", str(TIMEOUT_S * 2),
-            "grpc", dst, str(port), method]
-    return _tool_outcome(await run_in_netns(netns, argv, TIMEOUT_S * 8), grpc=True)
-
-
-async def kafka_probe(netns: str, dst: str, port: int, role: str, topic: str) -> Outcome:
-    """A real aiokafka producer (`produce`) or assigned consumer (`consume`) on `topic`."""
-    argv = [sys.executable, "-m", "netstrata.lab.probe_tools", "--timeout", str(TIMEOUT_S * 2),
-            "kafka", dst, str(port), role, topic]
-    return _tool_outcome(await run_in_netns(netns, argv, TIMEOUT_S * 10), grpc=False)
-
-
-def _tool_outcome(result: tuple[int, str], *, grpc: bool) -> Outcome:
-    rc, out = result
-    try:
-        got = json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return Outcome("dropped" if rc == -9 else "app-error", f"probe tool exit {rc}")
-    code = str(got.get("code", ""))
-    if code == "OK":
-        return Outcome("allowed", str(got.get("response") or got.get("detail") or "OK"))
-    if code in ("DEADLINE_EXCEEDED", "UNAVAILABLE", "KafkaConnectionError", "TimeoutError",
-                "KafkaTimeoutError"):
-        return Outcome("dropped", f"{code}: {got.get('detail', '')}")
-    if grpc:
-        return Outcome("app-error", f"gRPC {code} ({got.get('value')}): {got.get('detail', '')}")
-    return Outcome("app-error", f"Kafka {code}")
-
-
 async def udp_probe(netns: str, dst: str, port: int, payload: bytes = b"netstrata probe\n") -> Outcome:
     """One datagram out, its echo back."""
     sock = await _socket(netns, socket.SOCK_DGRAM)
@@ -250,7 +212,8 @@ async def http_probe(netns: str, dst: str, port: int, *, method: str = "GET", pa
     if curl is None:
         return await _http_socket(netns, dst, port, method, path, host, headers, tls)
     scheme = "https" if tls else "http"
-    argv = [curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--path-as-is", "-k",
+    # the body comes back too: an L7 denial is told apart from a server's own 403 by it
+    argv = [curl, "-sS", "-w", "\n%{http_code}", "--path-as-is", "-k",
             "--connect-timeout", str(TIMEOUT_S), "--max-time", str(TIMEOUT_S * 3),
             "-X", method]
     if host and tls:
@@ -266,8 +229,20 @@ async def http_probe(netns: str, dst: str, port: int, *, method: str = "GET", pa
         return Outcome("dropped", "curl: timed out (exit 28)")
     if rc != 0:
         return Outcome("app-error", f"curl exit {rc}")
-    status = int(out.strip() or 0)
-    return Outcome("allowed" if 0 < status < 400 else "app-error", f"HTTP {status}")
+    body, _, code = out.rpartition("\n")
+    status = int(code.strip() or 0)
+    return Outcome(http_got(status, body), f"HTTP {status}")
+
+
+L7_DENIED_BODY: Final = "Access denied\r\n"
+"""The body of the proxy's (and Cilium's Envoy's) 403 for a request the L7 rules deny."""
+
+
+def http_got(status: int, body: str) -> Got:
+    """The verdict an HTTP answer means: 403 with the proxy's body is an L7 denial."""
+    if status == 403 and body == L7_DENIED_BODY:
+        return "denied-l7"
+    return "allowed" if 0 < status < 400 else "app-error"
 
 
 async def _http_socket(netns: str, dst: str, port: int, method: str, path: str,

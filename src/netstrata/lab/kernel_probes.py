@@ -4,8 +4,10 @@
 namespace and address, its destination (services resolve to the backend the reference run
 picks: probes target pod IPs until service load balancing exists, FORMAT.md), the client to
 use, and whether this build can run it at all. A probe whose path the reference run sends
-through the L7 proxy (a redirecting entry, or a DNS lookup the DNS proxy must see for
-toFQDNs), that the mesh decides, or that is IPv6 is `skipped` with the reason, never judged.
+through the L7 proxy for anything but HTTP/1.1 (a redirecting entry, or a DNS lookup the DNS
+proxy must see for toFQDNs), that the mesh decides, or that is IPv6 is `skipped` with the
+reason, never judged. HTTP probes whose path redirects go through the kernel's transparent
+redirect to each node's proxy (`agent/proxy.py`), as any other traffic.
 
 `fire()` sends it from inside the source namespace with a real client and reports what the
 client saw. `outcome()` turns that into the result the report carries: `got` from the
@@ -37,8 +39,10 @@ from netstrata.lab.simulate import ProbeOutcome
 from netstrata.policy.types import Direction
 
 TCP, UDP, ICMP, SCTP = 6, 17, 1, 132
-PROXY_SKIP: Final = ("needs the L7 proxy: the resolved policy redirects this flow to the node "
-                     "proxy, which the kernel lab does not run yet")
+PROXY_SKIP: Final = ("needs the L7 proxy for a protocol the lab does not send through it yet "
+                     "(only HTTP/1.1 probes go through the node proxy)")
+PROXIED_KINDS: Final = frozenset({"http"})
+"""Probe protocols sent through the kernel's redirect to the node proxy."""
 DNS_PROXY_SKIP: Final = ("needs DNS/FQDN learning through the L7 DNS proxy (the lookup is "
                          "redirected to it), which the kernel lab does not run yet")
 Flow = tuple[str, str, int, int]
@@ -94,7 +98,7 @@ def plan_shot(runner: ScenarioRunner, plan: LabPlan, probe: Probe) -> Shot:
                 shot.skip = DNS_PROXY_SKIP
                 return shot
             shot.lookup = (dns.ip, name)
-    if shot.reference.proxied:
+    if shot.reference.proxied and probe.protocol.lower() not in PROXIED_KINDS:
         shot.skip = PROXY_SKIP
         return shot
     try:
@@ -225,6 +229,12 @@ def outcome(traffic: Traffic, events: Mapping[str, list[FlowEvent]],
         return ProbeOutcome(got, "l3l4", agents[node].rule_of(e.endpoint_id, e.cookie),
                             direction, reason)
     verdicts = [(e, n) for e, n in mine if e.type == EventType.POLICY_VERDICT]
+    if got == "denied-l7":  # the proxy answered 403: the redirect verdict names the rule
+        redirect = next((e, n) for e, n in verdicts if e.verdict == Verdict.REDIRECTED) \
+            if any(e.verdict == Verdict.REDIRECTED for e, _ in verdicts) else None
+        rule = agents[redirect[1]].rule_of(redirect[0].endpoint_id, redirect[0].cookie) \
+            if redirect else None
+        return ProbeOutcome(got, "l7", rule)
     if got == "allowed" and any(e.verdict == Verdict.AUDIT for e, _ in verdicts):
         got = "audited"
     rule = None

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
 from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
+from netstrata.agent.proxy import NodeProxyRunner
 from netstrata.datapath.maps import FlowEvent
 from netstrata.lab.cases import Probe
 from netstrata.lab.netlab import LabPlan, build_lab, destroy_lab, plan_lab
@@ -113,6 +114,8 @@ class LabSession:
 
     plan: LabPlan
     agents: dict[str, NodeAgent] = field(default_factory=dict)
+    proxies: dict[str, NodeProxyRunner] = field(default_factory=dict)
+    """Each node's L7 proxy, in this process on this loop, its sockets in the node's netns."""
     servers: LabServers | None = None
     _ifindex: dict[str, int] = field(default_factory=dict)
 
@@ -130,6 +133,8 @@ class LabSession:
                                   plan.node_ips())
                 await _blocking(agent.open)
                 session.agents[node.key] = agent
+                proxy = session.proxies[node.key] = NodeProxyRunner(agent, netns=node.netns)
+                await proxy.start()
         except BaseException:
             await session.close()
             raise
@@ -144,8 +149,12 @@ class LabSession:
         await self.servers.start(specs)
 
     async def sync(self, view: ReferenceLab) -> list[SyncResult]:
-        """Push the resolved state into every node's kernel maps."""
-        return [await _blocking(agent.sync, view) for agent in self.agents.values()]
+        """Push the resolved state into every node's kernel maps, and the same policies into
+        every node's proxy."""
+        results = [await _blocking(agent.sync, view) for agent in self.agents.values()]
+        for proxy in self.proxies.values():
+            proxy.update(view)
+        return results
 
     def drain_events(self) -> dict[str, list[FlowEvent]]:
         return {key: agent.drain_events() for key, agent in self.agents.items()}
@@ -169,6 +178,9 @@ class LabSession:
 
     async def close(self) -> None:
         """Stop the servers, unload every node and remove the whole lab."""
+        for proxy in self.proxies.values():
+            await proxy.aclose()
+        self.proxies.clear()
         if self.servers is not None:
             await self.servers.stop()
             self.servers = None

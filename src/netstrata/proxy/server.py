@@ -3,8 +3,7 @@
 `NodeProxy` owns the listeners (one per `ListenerSpec`: HTTP and Kafka over TCP, DNS over
 UDP and TCP through `dnsproxy.DNSProxy`). For each accepted TCP connection it asks the
 `PolicySource` whose connection it is, builds the enforcement layer for the listener's parser
-(`layers.http_detect.HTTPDetectLayer`, which picks `layers.http.HTTPLayer` or
-`layers.http2.H2Layer` by the connection preface; `layers.kafka.KafkaLayer`) and runs one `_Connection`, which is the
+(`layers.http.HTTPLayer`, `layers.kafka.KafkaLayer`) and runs one `_Connection`, which is the
 only code that touches the sockets (aioquic's `asyncio/protocol.py` pattern):
 
 * a client pump: read, feed `ClientData`/`ClientEof`, execute the commands, await drain;
@@ -33,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import time
-from collections.abc import Callable, Coroutine, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
@@ -43,7 +43,6 @@ from netstrata.observe.flow import Flow, L7FlowType
 from netstrata.observe.flow import Verdict as FlowVerdict
 from netstrata.policy.types import Direction, Proto
 from netstrata.proxy.dnsproxy import DEFAULT_DNS_SETTINGS, DNSProxy, DNSSettings
-from netstrata.proxy.layers._h2_streams import DEFAULT_H2_LIMITS, H2Limits
 from netstrata.proxy.layers.commands import (
     Close,
     Command,
@@ -65,14 +64,15 @@ from netstrata.proxy.layers.events import (
     ServerOpenFailed,
     Start,
 )
-from netstrata.proxy.layers.http import DEFAULT_HTTP_SETTINGS, HTTPSettings
-from netstrata.proxy.layers.http_detect import HTTPDetectLayer
+from netstrata.proxy.layers.http import DEFAULT_HTTP_SETTINGS, HTTPLayer, HTTPSettings
 from netstrata.proxy.layers.kafka import DEFAULT_KAFKA_SETTINGS, KafkaLayer, KafkaSettings
 from netstrata.proxy.policy_source import Address, ConnectionInfo, PolicySource
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_IP_TRANSPARENT: Final = getattr(socket, "IP_TRANSPARENT", 19)
+"""Linux's IP_TRANSPARENT (19): bind to and send from addresses that are not local."""
 Parser = Literal["http", "kafka", "dns"]
 
 
@@ -90,6 +90,12 @@ class ListenerSpec:
     """Address to bind."""
     port: int = 0
     """Port to bind; 0 picks a free one (see `NodeProxy.addresses`)."""
+    transparent: bool = False
+    """Receives connections the kernel redirected (docs/proxy-redirect.md): the listener is
+    IP_TRANSPARENT, and each upstream connection leaves from the client's own address (so the
+    destination's policy sees the client's identity) with `upstream_mark` as its SO_MARK."""
+    upstream_mark: int = 0
+    """SO_MARK of upstream sockets of a transparent listener (0: none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +105,6 @@ class ProxyConfig:
     node_name: str = ""
     """Recorded in flows."""
     http: HTTPSettings = DEFAULT_HTTP_SETTINGS
-    http2: H2Limits = DEFAULT_H2_LIMITS
-    """HTTP/2 limits on `http` listeners (which take HTTP/1.1 and prior-knowledge HTTP/2)."""
     kafka: KafkaSettings = DEFAULT_KAFKA_SETTINGS
     dns: DNSSettings = DEFAULT_DNS_SETTINGS
     max_connections: int = 10_000
@@ -157,6 +161,7 @@ class NodeProxy:
         on_flow: Callable[[Flow], None] | None = None,
         learner: FQDNLearner | None = None,
         clock: Callable[[], float] = time.time,
+        socket_factory: Callable[[int, int], socket.socket] = socket.socket,
     ) -> None:
         self.source: Final = source
         self.config: Final = config or ProxyConfig()
@@ -164,6 +169,9 @@ class NodeProxy:
         self.on_flow = on_flow
         self.learner = learner
         self.clock: Final = clock
+        self.socket_factory: Final = socket_factory
+        """Makes the TCP sockets of transparent listeners and their upstreams (family, type):
+        an agent outside its node's namespace passes one that creates them inside it."""
         self._servers: dict[str, asyncio.Server] = {}
         self._dns: dict[str, DNSProxy] = {}
         self._addresses: dict[str, Address] = {}
@@ -200,6 +208,12 @@ class NodeProxy:
                            emit=self._emit, clock=self.clock)
             address = await dns.start(spec.host, spec.port)
             self._dns[spec.name] = dns
+        elif spec.transparent:
+            server = await asyncio.start_server(
+                lambda r, w: self._on_client(spec, r, w), sock=self._transparent_listener(spec))
+            sockname = server.sockets[0].getsockname()
+            address = (sockname[0], int(sockname[1]))
+            self._servers[spec.name] = server
         else:
             server = await asyncio.start_server(
                 lambda r, w: self._on_client(spec, r, w), spec.host, spec.port,
@@ -211,6 +225,36 @@ class NodeProxy:
         log.info("proxy listener %s (%s, %s) on %s:%d", spec.name, spec.parser,
                  spec.direction.name.lower(), *address)
         return address
+
+    def _transparent_listener(self, spec: ListenerSpec) -> socket.socket:
+        sock = self.socket_factory(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # the SYN-ACK leaves from the original destination, an address not local here
+            sock.setsockopt(socket.SOL_IP, _IP_TRANSPARENT, 1)
+            sock.bind((spec.host, spec.port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _open_transparent(self, spec: ListenerSpec, client: Address, address: Address
+                                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """An upstream connection from the client's own address, marked as the proxy's."""
+        sock = self.socket_factory(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_IP, _IP_TRANSPARENT, 1)
+            if spec.upstream_mark:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, spec.upstream_mark)
+            sock.bind((client[0], 0))
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
 
     async def remove_listener(self, name: str) -> None:
         """Stop accepting on a listener (its open connections go on until they end)."""
@@ -263,8 +307,7 @@ class NodeProxy:
                            self.config.node_name)
         if spec.parser == "kafka":
             return KafkaLayer(ctx, self.config.kafka)
-        # HTTP/1.1 or h2c (gRPC), told apart by the connection preface
-        return HTTPDetectLayer(ctx, self.config.http, self.config.http2)
+        return HTTPLayer(ctx, self.config.http)
 
     async def _on_client(self, spec: ListenerSpec, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
@@ -284,6 +327,9 @@ class NodeProxy:
             conn_log = _ConnLog(log, {"conn": conn_id})
             conn = self._connections[task] = _Connection(
                 self, self._make_layer(spec, info), reader, writer, conn_log)
+            if spec.transparent:
+                client = info.client
+                conn.open_upstream = lambda address: self._open_transparent(spec, client, address)
             await conn.run()
         except Exception:  # the connection edge: log, fail closed, keep serving the others
             self._failed += 1
@@ -318,9 +364,11 @@ class _Connection:
         self._reader = reader
         self._writer = writer
         self._log = conn_log
-        self._timeouts = proxy.config.kafka.timeouts if isinstance(layer, KafkaLayer) else (
-            proxy.config.http.timeouts)
+        self._timeouts = proxy.config.http.timeouts if isinstance(layer, HTTPLayer) else (
+            proxy.config.kafka.timeouts)
         self._up: _Upstream | None = None
+        self.open_upstream: Callable[[Address], Awaitable[
+            tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = _open_plain
         self._client_dirty = False
         self._done = asyncio.Event()
         self._readable = asyncio.Event()
@@ -436,7 +484,7 @@ class _Connection:
     async def _pump_server(self, address: Address) -> None:
         try:
             async with asyncio.timeout(self._timeouts.connect):
-                reader, writer = await asyncio.open_connection(address[0], address[1])
+                reader, writer = await self.open_upstream(address)
         except (OSError, TimeoutError) as exc:
             self._feed(ServerOpenFailed(_describe(exc)))
             await self._flush()
@@ -496,6 +544,10 @@ class _Connection:
         except (TimeoutError, ConnectionError, OSError):
             pass
         writer.close()
+
+
+async def _open_plain(address: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(address[0], address[1])
 
 
 def _describe(exc: BaseException) -> str:

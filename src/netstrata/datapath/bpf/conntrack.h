@@ -172,7 +172,7 @@ static __always_inline __u8 ct_lookup(const struct pkt *p, __u32 endpoint_id, __
 }
 
 static __always_inline int ct_create(const struct pkt *p, __u32 endpoint_id, __u8 direction,
-				     __u64 now, __u32 cookie, __u16 proxy_port)
+				     __u64 now, __u32 cookie, __u16 proxy_port, __u8 flags)
 {
 	struct ct_key k = {};
 	struct ct_entry e = {
@@ -180,7 +180,7 @@ static __always_inline int ct_create(const struct pkt *p, __u32 endpoint_id, __u
 		.bytes = p->len,
 		.cookie = cookie,
 		.proxy_port = proxy_port,
-		.flags = proxy_port ? NST_CT_PROXY_REDIRECT : 0,
+		.flags = flags | (proxy_port ? NST_CT_PROXY_REDIRECT : 0),
 	};
 
 	if (p->proto == IPPROTO_TCP)

@@ -28,3 +28,4 @@ enum nst_policy_flag probe_policy_flag;
 enum nst_ct_flag probe_ct_flag;
 enum nst_event_flag probe_event_flag;
 enum nst_policy_prefix probe_policy_prefix;
+enum nst_proxy probe_proxy;

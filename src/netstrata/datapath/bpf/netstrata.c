@@ -20,6 +20,7 @@
 #include "netstrata_maps.h"
 #include "parse.h"
 #include "policy.h"
+#include "proxy.h"
 
 #define WORLD_IDENTITY 2 /* reserved:world, what an ipcache miss means (reference §3.5) */
 
@@ -129,6 +130,34 @@ static __always_inline void decide(const struct pkt *p, struct decision *d, __u3
 		d->res.drop_reason = NST_DROP_IP_FRAGMENTATION_NOT_SUPPORTED;
 }
 
+/* A packet to_pod bounced to this veth's ingress for the proxy (proxy.h). Only the node sets
+ * marks (the veth scrubs the pod's), so the mark is trusted. */
+static __always_inline int deliver_bounced(struct __sk_buff *skb, const struct pkt *p,
+					   struct decision *d)
+{
+	__u16 reason = assign_to_proxy(skb, p, NST_PROXY_INGRESS_ADDR, (__u16)(skb->mark >> 16));
+
+	d->direction = NST_DIR_INGRESS;
+	return reason ? drop(skb, p, d, reason) : TC_ACT_OK;
+}
+
+/* A TCP segment that opens nothing (ACK set) and that no conntrack entry knows: if a node
+ * socket owns its tuple it answers a proxy upstream connection whose first packets never
+ * passed this node's programs (the upstream went to another node, or came from the ingress
+ * proxy's accepted socket), and it belongs to that socket, not to the pod. */
+static __always_inline int answers_proxy_socket(struct __sk_buff *skb, const struct pkt *p)
+{
+	struct bpf_sock *sk;
+
+	if (p->proto != IPPROTO_TCP || !(p->tcp_flags & TCP_FLAG_ACK))
+		return 0;
+	sk = proxy_established(skb, p);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 {
 	struct pkt p = {};
@@ -136,15 +165,25 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	struct endpoint_info *ep;
 	struct ct_entry *ct = NULL;
 	__u32 peer, ep_identity, enforced_flag;
-	__u8 ep_flags;
+	__u16 proxy_port = 0, reason;
+	__u8 ep_flags, ct_flags = 0;
 	__u64 now;
-	int ret;
+	int ret, from_ingress_proxy = 0;
 
 	ret = parse_packet(skb, &p);
 	if (ret == PARSE_PASS)
 		return TC_ACT_OK;
 	if (ret > 0)
 		return drop(skb, &p, &d, ret);
+
+	if (direction == NST_DIR_EGRESS && is_to_proxy_mark(skb->mark))
+		return deliver_bounced(skb, &p, &d);
+	/* the node proxy's upstream: policy applies, the flag routes the replies back to it */
+	if (direction == NST_DIR_INGRESS && is_proxy_upstream_mark(skb->mark)) {
+		ct_flags = NST_CT_PROXY_UPSTREAM;
+		from_ingress_proxy = (skb->mark & NST_PROXY_MARK_MASK) ==
+				     NST_PROXY_MARK_FROM_INGRESS_PROXY;
+	}
 
 	/* the endpoint whose policy applies; packets from a pod must carry its own address */
 	ep = endpoint_of(direction == NST_DIR_EGRESS ? p.saddr_be : p.daddr_be);
@@ -163,8 +202,19 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 
 	now = bpf_ktime_get_ns();
 	d.ct_state = p.fragment ? NST_CT_UNTRACKED : ct_lookup(&p, d.endpoint_id, direction, now, &ct);
-	if (ct && (d.ct_state == NST_CT_REPLY || d.ct_state == NST_CT_RELATED))
+	if (ct && (d.ct_state == NST_CT_REPLY || d.ct_state == NST_CT_RELATED)) {
+		/* a reply to the proxy's upstream connection goes to the proxy's socket */
+		if (direction == NST_DIR_EGRESS && d.ct_state == NST_CT_REPLY &&
+		    (ct->flags & NST_CT_PROXY_UPSTREAM)) {
+			reason = assign_to_proxy(skb, &p, 0, 0);
+			if (reason)
+				return drop(skb, &p, &d, reason);
+		}
 		return pass_tracked(skb, &p, &d, ct, now);
+	}
+	if (direction == NST_DIR_INGRESS && d.ct_state == NST_CT_NEW && !ct_flags &&
+	    answers_proxy_socket(skb, &p))
+		return hairpin_to_proxy(skb, 0);
 
 	if (ep_flags & enforced_flag) {
 		if (peer == 0) /* identity 0 is invalid (reference §2.1): never let it match "any" */
@@ -181,16 +231,17 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 		/* audit mode: any policy drop becomes an allow, marked audited (reference §1.10.7) */
 		d.verdict = NST_VERDICT_AUDIT;
 		d.flags |= NST_EVENT_AUDITED;
-	} else if (d.res.proxy_port) {
-		/* TODO(the L7 proxy issue): hand the packet to the proxy listener (TPROXY via a mark);
-		 * until then a redirect entry allows the packet and reports REDIRECTED. */
+	} else if (d.res.proxy_port && !from_ingress_proxy) {
+		/* the L7 rules are the proxy's: the packet goes to its listener (proxy.h); the
+		 * ingress proxy's own upstream already passed them and is not sent back */
 		d.verdict = NST_VERDICT_REDIRECTED;
+		proxy_port = d.res.proxy_port;
 	} else {
 		d.verdict = NST_VERDICT_FORWARDED;
 	}
 
 	if (d.ct_state == NST_CT_NEW) {
-		if (ct_create(&p, d.endpoint_id, direction, now, d.res.cookie, d.res.proxy_port) < 0)
+		if (ct_create(&p, d.endpoint_id, direction, now, d.res.cookie, proxy_port, ct_flags) < 0)
 			return drop(skb, &p, &d, NST_DROP_CT_MAP_INSERTION_FAILED);
 	} else if (ct) {
 		ct_refresh(ct, &p, now, 0);
@@ -198,7 +249,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	/* a verdict event for every new connection (and untracked fragment), not every packet */
 	if ((ep_flags & enforced_flag) && d.ct_state != NST_CT_ESTABLISHED)
 		emit(skb, &p, &d, NST_EVENT_POLICY_VERDICT, 0);
-	return TC_ACT_OK;
+	if (!proxy_port)
+		return TC_ACT_OK;
+	if (direction == NST_DIR_INGRESS)
+		return hairpin_to_proxy(skb, proxy_port);
+	reason = assign_to_proxy(skb, &p, NST_PROXY_EGRESS_ADDR, proxy_port);
+	return reason ? drop(skb, &p, &d, reason) : TC_ACT_OK;
 }
 
 SEC("tc")

@@ -45,6 +45,8 @@ enum nst_drop_reason {
 	NST_DROP_SERVICE_BACKEND_NOT_FOUND = 158,
 	NST_DROP_INVALID_IDENTITY = 171,
 	NST_DROP_UNKNOWN_SENDER = 172,
+	NST_DROP_PROXY_LOOKUP_FAILED = 178,
+	NST_DROP_PROXY_SET_FAILED = 179,
 	NST_DROP_PROXY_REDIRECTION_NOT_SUPPORTED_FOR_PROTOCOL = 180,
 	NST_DROP_POLICY_DENY = 181,
 	NST_DROP_AUTH_REQUIRED = 189,
@@ -105,6 +107,7 @@ enum nst_ct_flag {
 	NST_CT_SEEN_REPLY = 1,
 	NST_CT_CLOSING = 2,
 	NST_CT_PROXY_REDIRECT = 4,
+	NST_CT_PROXY_UPSTREAM = 8, /* opened by the node proxy: replies go to its socket */
 };
 
 /* flow_event.flags */
@@ -112,6 +115,34 @@ enum nst_event_flag {
 	NST_EVENT_AUDITED = 1,
 	NST_EVENT_IS_REPLY = 2,
 	NST_EVENT_FRAGMENT = 4,
+};
+
+/* The transparent redirect to the node proxy (docs/proxy-redirect.md).
+ *
+ * skb->mark values: the low 16 bits carry a magic in 0x0F00 (Cilium's MARK_MAGIC_* numbers),
+ * the high 16 bits a proxy port. Pods cannot set a mark the node sees: crossing the veth from
+ * the pod's namespace scrubs it (skb_scrub_packet with xnet), so a mark on a packet at the
+ * node side came from the node itself (the programs, or the proxy's own sockets).
+ *
+ *   TO_PROXY           set by the programs on a packet bound for a proxy socket; the node's
+ *                      policy routing (fwmark TO_PROXY/MASK -> table 2004: local 0/0 dev lo)
+ *                      delivers it locally, where bpf_sk_assign has already chosen the socket
+ *   FROM_INGRESS_PROXY SO_MARK of the ingress listeners' upstream sockets: never redirected
+ *                      again, still checked against L3/L4
+ *   FROM_EGRESS_PROXY  SO_MARK of the egress listeners' upstream sockets: the destination's
+ *                      ingress policy applies in full, an ingress L7 redirect included
+ *
+ * Listeners: ingress ones bind 127.0.0.1:<proxy port>, egress ones 127.0.0.2:<proxy port>
+ * (one port per parser from the policy, two directions told apart by address). Both are
+ * loopback addresses, so nothing reaches them from a pod except through the redirect. */
+enum nst_proxy {
+	NST_PROXY_MARK_MASK = 0x0F00,
+	NST_PROXY_MARK_TO_PROXY = 0x0200,
+	NST_PROXY_MARK_FROM_INGRESS_PROXY = 0x0A00,
+	NST_PROXY_MARK_FROM_EGRESS_PROXY = 0x0B00,
+	NST_PROXY_ROUTE_TABLE = 2004,
+	NST_PROXY_INGRESS_ADDR = 0x7f000001, /* 127.0.0.1, host order */
+	NST_PROXY_EGRESS_ADDR = 0x7f000002,  /* 127.0.0.2, host order */
 };
 
 /* Policy-map LPM prefix lengths (bits of policy_key after `prefixlen`). */

@@ -87,6 +87,8 @@ class CtFlag(IntFlag):
     SEEN_REPLY = 1
     CLOSING = 2
     PROXY_REDIRECT = 4
+    PROXY_UPSTREAM = 8
+    """Opened by the node proxy: replies are handed to its socket."""
 
 
 class EventFlag(IntFlag):
@@ -104,6 +106,21 @@ class PolicyPrefix(IntEnum):
     """endpoint_id + identity + direction, always matched exactly."""
     FULL = 96
     """+ proto + dport: the prefix of every lookup."""
+
+
+class ProxyRedirect(IntEnum):
+    """`enum nst_proxy`: marks, routing table and listener addresses of the transparent
+    redirect (the C header explains each)."""
+
+    MARK_MASK = 0x0F00
+    MARK_TO_PROXY = 0x0200
+    MARK_FROM_INGRESS_PROXY = 0x0A00
+    MARK_FROM_EGRESS_PROXY = 0x0B00
+    ROUTE_TABLE = 2004
+    INGRESS_ADDR = 0x7F000001
+    """127.0.0.1 (host order): where ingress listeners bind."""
+    EGRESS_ADDR = 0x7F000002
+    """127.0.0.2 (host order): where egress listeners bind."""
 
 
 @final
@@ -133,6 +150,7 @@ ENUMS: Final[tuple[EnumSpec, ...]] = (
     EnumSpec("nst_ct_flag", "NST_CT_", CtFlag),
     EnumSpec("nst_event_flag", "NST_EVENT_", EventFlag),
     EnumSpec("nst_policy_prefix", "NST_POLICY_PREFIX_", PolicyPrefix),
+    EnumSpec("nst_proxy", "NST_PROXY_", ProxyRedirect),
 )
 
 # --------------------------------------------------------------------------- struct specs
