@@ -23,8 +23,9 @@ Refusals (each one the proxy's answer to a misbehaving client; other connections
 * malformed frames, bad preface, frames over SETTINGS_MAX_FRAME_SIZE, a stream over
   SETTINGS_MAX_CONCURRENT_STREAMS: GOAWAY with h2's error code (PROTOCOL_ERROR,
   FRAME_SIZE_ERROR, ...), then close;
-* a header list over SETTINGS_MAX_HEADER_LIST_SIZE once decoded (HPACK bomb), too many
-  CONTINUATION frames, an empty token bucket of resets/PINGs/SETTINGS/PRIORITY/empty DATA
+* more than 64 CONTINUATION frames in one header block (h2's cap): GOAWAY PROTOCOL_ERROR;
+* a header list over SETTINGS_MAX_HEADER_LIST_SIZE once decoded (HPACK bomb), an empty
+  token bucket of resets/PINGs/SETTINGS/PRIORITY/empty DATA
   (rapid reset): GOAWAY ENHANCE_YOUR_CALM, then close;
 * slow clients: no request headers within `Timeouts.header` of the connection start, or no
   stream for `Timeouts.idle`: GOAWAY NO_ERROR and close; a stream whose request body stalls for
