@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import socket
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -152,6 +154,42 @@ async def grpc_probe(netns: str, dst: str, port: int) -> Outcome:
     if len(reply) >= 9 and reply[3] == 4:
         return Outcome("allowed", "HTTP/2 SETTINGS received")
     return Outcome("app-error", "not an HTTP/2 server")
+
+
+async def grpc_call_probe(netns: str, dst: str, port: int, method: str) -> Outcome:
+    """A real grpcio call of `cloudcity.DoorManager/<method>` (`probe_tools.py` in a child).
+
+    OK is `allowed` (detail: what the guide's client prints); any other status is `app-error`
+    with `gRPC <NAME> (<code>)` (a proxy denial is PERMISSION_DENIED (7)); no answer at all
+    (DEADLINE_EXCEEDED / UNAVAILABLE after a silent connect) is `dropped`.
+    """
+    argv = [sys.executable, "-m", "netstrata.lab.probe_tools", "--timeout", str(TIMEOUT_S * 2),
+            "grpc", dst, str(port), method]
+    return _tool_outcome(await run_in_netns(netns, argv, TIMEOUT_S * 8), grpc=True)
+
+
+async def kafka_probe(netns: str, dst: str, port: int, role: str, topic: str) -> Outcome:
+    """A real aiokafka producer (`produce`) or assigned consumer (`consume`) on `topic`."""
+    argv = [sys.executable, "-m", "netstrata.lab.probe_tools", "--timeout", str(TIMEOUT_S * 2),
+            "kafka", dst, str(port), role, topic]
+    return _tool_outcome(await run_in_netns(netns, argv, TIMEOUT_S * 10), grpc=False)
+
+
+def _tool_outcome(result: tuple[int, str], *, grpc: bool) -> Outcome:
+    rc, out = result
+    try:
+        got = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return Outcome("dropped" if rc == -9 else "app-error", f"probe tool exit {rc}")
+    code = str(got.get("code", ""))
+    if code == "OK":
+        return Outcome("allowed", str(got.get("response") or got.get("detail") or "OK"))
+    if code in ("DEADLINE_EXCEEDED", "UNAVAILABLE", "KafkaConnectionError", "TimeoutError",
+                "KafkaTimeoutError"):
+        return Outcome("dropped", f"{code}: {got.get('detail', '')}")
+    if grpc:
+        return Outcome("app-error", f"gRPC {code} ({got.get('value')}): {got.get('detail', '')}")
+    return Outcome("app-error", f"Kafka {code}")
 
 
 async def udp_probe(netns: str, dst: str, port: int, payload: bytes = b"netstrata probe\n") -> Outcome:

@@ -3,7 +3,8 @@
 `NodeProxy` owns the listeners (one per `ListenerSpec`: HTTP and Kafka over TCP, DNS over
 UDP and TCP through `dnsproxy.DNSProxy`). For each accepted TCP connection it asks the
 `PolicySource` whose connection it is, builds the enforcement layer for the listener's parser
-(`layers.http.HTTPLayer`, `layers.kafka.KafkaLayer`) and runs one `_Connection`, which is the
+(`layers.http_detect.HTTPDetectLayer`, which picks `layers.http.HTTPLayer` or
+`layers.http2.H2Layer` by the connection preface; `layers.kafka.KafkaLayer`) and runs one `_Connection`, which is the
 only code that touches the sockets (aioquic's `asyncio/protocol.py` pattern):
 
 * a client pump: read, feed `ClientData`/`ClientEof`, execute the commands, await drain;
@@ -43,6 +44,7 @@ from netstrata.observe.flow import Flow, L7FlowType
 from netstrata.observe.flow import Verdict as FlowVerdict
 from netstrata.policy.types import Direction, Proto
 from netstrata.proxy.dnsproxy import DEFAULT_DNS_SETTINGS, DNSProxy, DNSSettings
+from netstrata.proxy.layers._h2_streams import DEFAULT_H2_LIMITS, H2Limits
 from netstrata.proxy.layers.commands import (
     Close,
     Command,
@@ -64,7 +66,8 @@ from netstrata.proxy.layers.events import (
     ServerOpenFailed,
     Start,
 )
-from netstrata.proxy.layers.http import DEFAULT_HTTP_SETTINGS, HTTPLayer, HTTPSettings
+from netstrata.proxy.layers.http import DEFAULT_HTTP_SETTINGS, HTTPSettings
+from netstrata.proxy.layers.http_detect import HTTPDetectLayer
 from netstrata.proxy.layers.kafka import DEFAULT_KAFKA_SETTINGS, KafkaLayer, KafkaSettings
 from netstrata.proxy.policy_source import Address, ConnectionInfo, PolicySource
 
@@ -105,6 +108,8 @@ class ProxyConfig:
     node_name: str = ""
     """Recorded in flows."""
     http: HTTPSettings = DEFAULT_HTTP_SETTINGS
+    http2: H2Limits = DEFAULT_H2_LIMITS
+    """HTTP/2 limits on `http` listeners (which take HTTP/1.1 and prior-knowledge HTTP/2)."""
     kafka: KafkaSettings = DEFAULT_KAFKA_SETTINGS
     dns: DNSSettings = DEFAULT_DNS_SETTINGS
     max_connections: int = 10_000
@@ -307,7 +312,8 @@ class NodeProxy:
                            self.config.node_name)
         if spec.parser == "kafka":
             return KafkaLayer(ctx, self.config.kafka)
-        return HTTPLayer(ctx, self.config.http)
+        # HTTP/1.1 or h2c (gRPC), told apart by the connection preface
+        return HTTPDetectLayer(ctx, self.config.http, self.config.http2)
 
     async def _on_client(self, spec: ListenerSpec, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
@@ -364,8 +370,8 @@ class _Connection:
         self._reader = reader
         self._writer = writer
         self._log = conn_log
-        self._timeouts = proxy.config.http.timeouts if isinstance(layer, HTTPLayer) else (
-            proxy.config.kafka.timeouts)
+        self._timeouts = proxy.config.kafka.timeouts if isinstance(layer, KafkaLayer) else (
+            proxy.config.http.timeouts)
         self._up: _Upstream | None = None
         self.open_upstream: Callable[[Address], Awaitable[
             tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = _open_plain
