@@ -17,8 +17,10 @@ def acceptance_dir() -> Path:
     for cand in ([Path(env)] if env else []) + [ROOT.parent / "shared", ROOT / "shared"]:
         if (cand / "acceptance").is_dir():
             return cand / "acceptance"
-    pytest.skip("shared acceptance cases not found (a shared/ folder beside the checkout, "
-                "or NETSTRATA_SHARED)")
+    pytest.skip(
+        "shared acceptance cases not found (a shared/ folder beside the checkout, "
+        "or NETSTRATA_SHARED)"
+    )
     raise AssertionError  # unreachable
 
 
@@ -35,3 +37,27 @@ def paired(reference: dict[str, Any], kernel: dict[str, Any]):  # type: ignore[n
 def verdict(p: dict[str, Any]) -> tuple[Any, ...]:
     """What both runs must agree on: the verdict, and for a drop its side and reason."""
     return (p["got"], p.get("direction"), p.get("drop_reason"))
+
+
+def kernel_lab_missing() -> str | None:
+    """Why a kernel lab cannot run here (for tests outside tests/datapath), or None."""
+    import ctypes.util
+    import importlib.util
+    import shutil
+
+    if os.geteuid() != 0:
+        return "a kernel lab needs root (network namespaces, bpf(2), tc)"
+    if shutil.which("clang") is None:
+        return "clang is not installed (the BPF programs are compiled at first use)"
+    if ctypes.util.find_library("bpf") is None:
+        return "libbpf is not installed (libbpf1 / libbpf-dev)"
+    if importlib.util.find_spec("pyroute2") is None:
+        return "pyroute2 is not installed (netlink for veths, routes and tc)"
+    from netstrata.datapath.loader import ensure_bpffs
+    from netstrata.errors import DatapathError
+
+    try:
+        ensure_bpffs()
+    except DatapathError as exc:
+        return f"no bpffs: {exc}"
+    return None

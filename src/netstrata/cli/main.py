@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netstrata.cli.lab_cmd",
     "netstrata.cli.observe_cmd",
     "netstrata.cli.bench_cmd",
+    "netstrata.cli.ui_cmd",
 )
 
 
