@@ -41,6 +41,7 @@ from netstrata.agent.api import METRICS_PORT, AgentAPI
 from netstrata.agent.flowhub import ExportConfig, FlowHub
 from netstrata.agent.flows import flow_of, monotonic_offset_ns
 from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
+from netstrata.agent.proxy import NodeProxyRunner
 from netstrata.agent.sources import LabDefinition, load_definition, read_policies, resolve_view
 from netstrata.agent.state_metrics import record_sync, sample_maps
 from netstrata.errors import ManifestError, PolicyConflictError
@@ -89,6 +90,8 @@ class AgentDaemon:
                              export=ExportConfig(state.flows_path(node_key), max_bytes=4 << 20,
                                                  backups=2))
         self.store = self.flows.store
+        # the node's L7 proxy: the kernel redirects to its listeners (agent/proxy.py)
+        self.proxy = NodeProxyRunner(self.agent, on_flow=self.flows.record)
         self.api = AgentAPI(self.flows, self.status)
         self.definition: LabDefinition | None = None
         self.last_sync: SyncResult | None = None
@@ -116,6 +119,7 @@ class AgentDaemon:
             log.error("manifests rejected; the kernel keeps the previous policy:\n%s", exc)
             return False
         result = await asyncio.to_thread(self.agent.sync, runner.lab)
+        self.proxy.update(runner.lab)
         record_sync(self.flows, self.agent, runner.lab, len(manifests), result.revision, seen)
         self._applied = seen
         self.last_error = None
@@ -178,6 +182,7 @@ class AgentDaemon:
         self.definition = await asyncio.to_thread(load_definition, self.state.source,
                                                   self.state.case)
         await asyncio.to_thread(self.agent.open)
+        await self.proxy.start()
         await self.api.start_unix(self.state.agent_api_path(self.node.key))
         await self.api.start_tcp("0.0.0.0", METRICS_PORT)
         loop = asyncio.get_running_loop()
@@ -200,6 +205,7 @@ class AgentDaemon:
             self._on_events()
             self.write_status()
             await self.api.close()
+            await self.proxy.aclose()
             self.flows.close()
             self.agent.close()  # programs and pins stay: `lab down` removes them
             log.info("agent %s stopped", self.node.key)

@@ -66,15 +66,20 @@ class NodeProxyRunner:
     """
 
     def __init__(self, agent: NodeAgent, *, netns: str | None = None,
-                 on_flow: Callable[[Flow], None] | None = None) -> None:
+                 on_flow: Callable[[Flow], object] | None = None) -> None:
         self.agent = agent
+        self.on_flow = on_flow
         self.source = InMemoryPolicySource()
         factory: Callable[[int, int], socket.socket] = socket.socket
         if netns is not None:
             factory = lambda family, kind: socket_in_netns(netns, family, kind)  # noqa: E731
-        self.proxy = NodeProxy(self.source, on_flow=on_flow, socket_factory=factory,
+        self.proxy = NodeProxy(self.source, on_flow=self._record, socket_factory=factory,
                                config=ProxyConfig(node_name=f"{agent.cluster}/{agent.node}"))
         self._prefixes: set[str] = set()
+
+    def _record(self, flow: Flow) -> None:
+        if self.on_flow is not None:
+            self.on_flow(flow)
 
     async def start(self, ports: Mapping[str, int] = DEFAULT_PROXY_PORTS) -> None:
         """Bind every listener; a port that cannot be bound is an error (nothing would take
