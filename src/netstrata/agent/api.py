@@ -75,7 +75,7 @@ def parse_flows_query(query: str, now_ns: int) -> ObserveArgs:
 def select_history(hub: FlowHub, args: ObserveArgs) -> list[Flow]:
     """What a request gets before (or, without follow, instead of) streaming."""
     windowed = any(f.since_ns is not None for f in args.allow)
-    if args.follow and not (args.last or args.first or windowed):
+    if args.follow and not (args.last or args.first or args.everything or windowed):
         return []  # follow alone starts at "now", as `hubble observe -f` does
     return hub.store.query(args.allow, args.deny, first=args.first, last=args.last)
 

@@ -45,6 +45,8 @@ class ObserveArgs:
     """0 = no limit (after defaults were applied)."""
     follow: bool = False
     render: RenderOptions = RenderOptions()
+    everything: bool = False
+    """`--all`: with `--follow`, the whole history first, then new flows."""
 
 
 def _bool(name: str, value: str | None) -> bool:
@@ -125,7 +127,7 @@ def _finish(builder: FilterBuilder, opts: dict[str, object]) -> ObserveArgs:
         ip_translation=bool(opts.get("ip-translation", True)) and not numeric,
     )
     allow, deny = builder.build()
-    return ObserveArgs(tuple(allow), tuple(deny), first, last, follow, render)
+    return ObserveArgs(tuple(allow), tuple(deny), first, last, follow, render, everything)
 
 
 __all__ = ["DEFAULT_LAST", "ObserveArgs", "parse_observe_args"]

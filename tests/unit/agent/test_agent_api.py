@@ -187,3 +187,14 @@ def test_enricher_fills_only_missing_fields() -> None:
     stored = hub.record(bare)
     assert stored.source is not None and stored.source.labels == ("reserved:world",)
     assert stored.destination == API
+
+
+def test_all_with_follow_replays_history_first() -> None:
+    """`hubble observe --all -f`: everything kept, then new flows; `-f` alone starts at now."""
+    from netstrata.agent.api import parse_flows_query, select_history
+
+    hub = FlowHub(node_name=NODE)
+    for t in range(3):
+        hub.record(drop(t))  # type: ignore[arg-type]
+    assert len(select_history(hub, parse_flows_query("all=true&follow=true", T0))) == 3
+    assert select_history(hub, parse_flows_query("follow=true", T0)) == []
