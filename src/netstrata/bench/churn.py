@@ -42,7 +42,7 @@ from typing import Final
 from netstrata.api import ManifestSet, load_manifests
 from netstrata.bench._iptables import synthetic_peers
 from netstrata.bench._loadgen import MapFill, ProbeLog, ProbeStream, build, run_mapfill
-from netstrata.bench.datapath import BenchError, missing_requirements
+from netstrata.bench.datapath import BenchError, missing_requirements, run_is_gone
 from netstrata.datapath.kernel import KernelDatapath, default_pin_dir, endpoint_flags
 from netstrata.datapath.maps import (
     POLICY_ENTRY,
@@ -433,7 +433,7 @@ def measure_enforcement(config: ChurnConfig, binary: Path, tag: str,
     finally:
         if agent is not None:
             agent.datapath.teardown()
-        cleanup(prefix)
+        cleanup(f"{prefix}-")  # the run's namespaces only (its tag is a pid: 2fe is a prefix of 2fe7)
         shutil.rmtree(pin, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -441,12 +441,8 @@ def measure_enforcement(config: ChurnConfig, binary: Path, tag: str,
 def _reap_stale() -> None:
     for name in list_netns(NETNS_PREFIX):
         tag = name[len(NETNS_PREFIX):].split("-", 1)[0]
-        try:
-            alive = Path(f"/proc/{int(tag, 16)}").exists()
-        except ValueError:
-            continue
-        if not alive:
-            cleanup(f"{NETNS_PREFIX}{tag}")
+        if run_is_gone(tag, name):
+            cleanup(f"{NETNS_PREFIX}{tag}-")
             shutil.rmtree(default_pin_dir(f"churn-{tag}"), ignore_errors=True)
 
 

@@ -208,21 +208,44 @@ def _prefix(tag: str) -> str:
     return f"{fw.NETNS_PREFIX}{tag}"
 
 
+def _own(tag: str) -> str:
+    """What every namespace of run `tag` starts with, and nothing of another run: the tag is
+    a pid in hex, so `nstbn2fe` alone would also match run 2fe7's `nstbn2fe7-...`."""
+    return f"{_prefix(tag)}-"
+
+
 def _pin_dir(tag: str) -> Path:
     return default_pin_dir(f"bench-{tag}")
 
 
+STALE_AFTER_S: Final = 6 * 3600
+"""A dead run's namespaces are reaped only once they are this old (see `run_is_gone`)."""
+
+
+def run_is_gone(tag: str, netns: str) -> bool:
+    """Whether the bench run `tag` (its pid in hex) that made `netns` has ended.
+
+    Its pid being absent from /proc is not enough: engineers sharing a machine may sit in
+    separate pid namespaces over one /run/netns, where a live run elsewhere looks dead here,
+    and reaping it would pull its namespaces out from under it mid-measurement. So the
+    namespace must also be older than any run lasts (nsfs stamps it at creation).
+    """
+    try:
+        if Path(f"/proc/{int(tag, 16)}").exists():
+            return False
+        age = time.time() - os.stat(f"/run/netns/{netns}").st_ctime
+    except (ValueError, OSError):
+        return False
+    return age > STALE_AFTER_S
+
+
 def reap_stale(progress: Progress | None = None) -> list[str]:
-    """Remove namespaces and pins of earlier bench runs whose process is gone (kill -9)."""
+    """Remove namespaces and pins of earlier bench runs that were killed (kill -9)."""
     removed: list[str] = []
     for name in list_netns(fw.NETNS_PREFIX):
         tag = name[len(fw.NETNS_PREFIX):].split("-", 1)[0]
-        try:
-            alive = Path(f"/proc/{int(tag, 16)}").exists()
-        except ValueError:
-            continue
-        if not alive:
-            removed += cleanup(_prefix(tag))
+        if run_is_gone(tag, name):
+            removed += cleanup(_own(tag))
             shutil.rmtree(_pin_dir(tag), ignore_errors=True)
     if removed and progress:
         progress(f"removed {len(removed)} leftovers of an interrupted bench run")
@@ -299,7 +322,7 @@ def _teardown(run: _Run) -> None:
             lane.server_proc.stop()
         if lane.datapath is not None:
             lane.datapath.teardown()
-    cleanup(_prefix(run.tag))
+    cleanup(_own(run.tag))
     shutil.rmtree(_pin_dir(run.tag), ignore_errors=True)
 
 
@@ -495,5 +518,5 @@ def run(config: DatapathBenchConfig, progress: Progress) -> DatapathReport:
 
 
 __all__ = ["LANES", "METRICS", "BenchError", "busy_fraction", "DatapathBenchConfig", "DatapathReport",
-           "Measurement", "TargetCheck", "missing_requirements", "reap_stale", "run",
+           "Measurement", "TargetCheck", "missing_requirements", "reap_stale", "run", "run_is_gone",
            "server_entries"]

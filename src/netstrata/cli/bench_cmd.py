@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from types import FrameType
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,6 +45,20 @@ def cmd_control_plane(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ datapath and churn
 
 
+def _interrupt_on_sigterm() -> None:
+    """A terminated bench tears down like an interrupted one (namespaces, programs, servers).
+
+    A run started in the background (`cmd &`, nohup) has SIGINT ignored, so `kill` (SIGTERM)
+    is how it gets stopped; by default that would skip every `finally` and leave the lanes up.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _progress(msg: str) -> None:
     print(f"... {msg}", file=sys.stderr, flush=True)
 
@@ -65,8 +81,8 @@ def _register_datapath(bsub: argparse._SubParsersAction) -> None:  # type: ignor
     p = bsub.add_parser("datapath", help="L3/L4 policy cost vs N: no program, eBPF, iptables, nftables (root)")
     p.add_argument("--entries", type=_int_list, default=None,
                    help="comma-separated N (default 0,1000,5000,10000,20000,100000)")
-    p.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 2)")
-    p.add_argument("--rounds", type=int, default=None, help="measurements per point, median kept (default 2)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 1.5)")
+    p.add_argument("--rounds", type=int, default=None, help="measurements per point, median kept (default 3)")
     p.add_argument("--lanes", default=None, help="comma-separated subset of baseline,ebpf,iptables,iptables-est,nftset")
     p.add_argument("--quick", action="store_true", help="N=0,1k,20k, 1 s, one round (about a minute)")
     p.add_argument("--client-cpu", type=_cpu, default=0, help="CPU for the load generator client ('none': unpinned)")
@@ -86,6 +102,7 @@ def cmd_datapath(args: argparse.Namespace) -> int:
     from netstrata.bench import _render
     from netstrata.bench.datapath import DatapathBenchConfig, run
 
+    _interrupt_on_sigterm()
     cfg = DatapathBenchConfig.quick() if args.quick else DatapathBenchConfig()
     overrides: dict[str, object] = {"client_cpu": args.client_cpu, "server_cpu": args.server_cpu,
                                     "wait_quiet_s": args.wait_quiet}
@@ -136,6 +153,7 @@ def cmd_churn(args: argparse.Namespace) -> int:
     from netstrata.bench import _render
     from netstrata.bench.churn import ChurnConfig, run
 
+    _interrupt_on_sigterm()
     cfg = ChurnConfig.quick() if args.quick else ChurnConfig()
     cfg = dataclasses.replace(cfg, sync_entries=args.entries, rate=args.rate, probe_rate=args.probe_rate,
                               background=args.background,
