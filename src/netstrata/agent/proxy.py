@@ -97,6 +97,9 @@ class NodeProxyRunner:
                 endpoint_id, view.identity_of[ref], by_ref[ref].ips,
                 self.agent.policies.get(endpoint_id), wl.namespace, wl.name,
                 tuple(f"k8s:{k}={v}" for k, v in wl.labels), wl.cluster))
+        # headerMatches secrets: what the agent may read, as the reference run reads them
+        secrets = dict(view.secrets)
+        self.proxy.secrets = lambda namespace, name: secrets.get((namespace, name))
         entries = self.agent.ipcache_entries(view)
         for gone in self._prefixes - set(entries):
             self.source.remove_identity(gone)
