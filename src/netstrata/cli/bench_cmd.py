@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from types import FrameType
@@ -18,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cp.set_defaults(func=cmd_control_plane)
     _register_datapath(bsub)
     _register_churn(bsub)
+    _register_observe_and_mesh(bsub)
 
 
 def cmd_control_plane(args: argparse.Namespace) -> int:
@@ -52,8 +54,16 @@ def _interrupt_on_sigterm() -> None:
     is how it gets stopped; by default that would skip every `finally` and leave the lanes up.
     """
 
+    owner = os.getpid()
+
     def handler(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
+        del frame
+        if os.getpid() != owner:
+            # A forked helper (pyroute2 forks into namespaces) shares this stack: unwinding it
+            # there would run the bench's teardown in the child and delete the live lanes.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
@@ -165,4 +175,59 @@ def cmd_churn(args: argparse.Namespace) -> int:
         print(_render.churn_markdown(report))
     else:
         print(_render.churn_text(report))
+    return 0
+
+
+# ------------------------------------------------------------------ observe and mesh
+
+
+def _register_observe_and_mesh(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = bsub.add_parser("observe", help="events/s the agent's flow path keeps up with (stages; end to end as root)")
+    p.add_argument("--events", type=int, default=None, help="synthetic records per stage (default 100000)")
+    p.add_argument("--rates", type=_int_list, default=None,
+                   help="comma-separated records/s for the end-to-end ladder (default 10k..400k)")
+    p.add_argument("--seconds", type=float, default=None, help="producer run per rate (default 2)")
+    p.add_argument("--stages-only", action="store_true", help="no kernel producer (no root needed)")
+    p.add_argument("--quick", action="store_true", help="20k records per stage, 3 rates of 0.5 s")
+    p.add_argument("--consumer-cpu", type=_cpu, default=0, help="CPU of the agent loop ('none': unpinned)")
+    p.add_argument("--producer-cpu", type=_cpu, default=1, help="CPU of the kernel event producer")
+    p.add_argument("-o", "--output", choices=("table", "markdown", "json"), default="table")
+    p.set_defaults(func=cmd_observe)
+    m = bsub.add_parser("mesh", help="plaintext vs mTLS vs mTLS+authz through the node-proxy tunnel")
+    m.add_argument("--seconds", type=float, default=None, help="seconds per request/response lane (default 2)")
+    m.add_argument("--quick", action="store_true", help="0.3 s per lane, fewer handshakes and decisions")
+    m.add_argument("--client-cpu", type=_cpu, default=0, help="CPU of the client ('none': unpinned)")
+    m.add_argument("--server-cpu", type=_cpu, default=1, help="CPU of the tunnel server and upstream")
+    m.add_argument("-o", "--output", choices=("table", "markdown", "json"), default="table")
+    m.set_defaults(func=cmd_mesh)
+
+
+def cmd_observe(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from netstrata.bench import observe
+
+    _interrupt_on_sigterm()
+    cfg = observe.ObserveBenchConfig.quick() if args.quick else observe.ObserveBenchConfig()
+    cfg = dataclasses.replace(
+        cfg, stage_events=args.events or cfg.stage_events, rates=args.rates or cfg.rates,
+        seconds=args.seconds or cfg.seconds, kernel=not args.stages_only,
+        consumer_cpu=args.consumer_cpu, producer_cpu=args.producer_cpu)
+    report = observe.run(cfg, _progress)
+    print({"json": observe.as_json, "markdown": observe.render_markdown,
+           "table": observe.render_text}[args.output](report))
+    return 0
+
+
+def cmd_mesh(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from netstrata.bench import mesh
+
+    cfg = mesh.MeshBenchConfig.quick() if args.quick else mesh.MeshBenchConfig()
+    cfg = dataclasses.replace(cfg, seconds=args.seconds or cfg.seconds,
+                              client_cpu=args.client_cpu, server_cpu=args.server_cpu)
+    report = mesh.run(cfg, _progress)
+    print({"json": mesh.as_json, "markdown": mesh.render_markdown,
+           "table": mesh.render_text}[args.output](report))
     return 0
