@@ -24,6 +24,11 @@ from netstrata.policy.resolve import PolicyConfig
 
 SKIP_VERDICTS = {"denied-mesh": "the mesh layer (Istio AuthorizationPolicy over mTLS) is judged by "
                                 "`netstrata mesh check`, not by the L3/L4/L7 reference run yet"}
+"""Verdicts the kernel lab cannot produce yet. The reference run judges `denied-mesh` itself
+(`ReferenceLab.mesh`); this table is what `lab check` still skips."""
+SIDECAR_ANNOTATION = "sidecar.istio.io/inject"
+"""A scenario workload's `sidecar: istio` is Istio's per-pod injection opt-in (the legacy
+annotation, so the pod's labels and hence its Cilium identity stay as written)."""
 
 
 @dataclass
@@ -70,6 +75,10 @@ class Scenario:
     expect_apply: dict[str, Any] | None = None
     source: str = ""
     secrets: dict[tuple[str, str], str] = field(default_factory=dict)
+    mesh: dict[str, Any] | None = None
+    """The scenario's `mesh` block (meshConfig trust domain, aliases, PeerAuthentication)."""
+    jwt: dict[str, Any] | None = None
+    """The scenario's `jwt` block (issuer, where the keys are, token location)."""
 
 
 def _secrets(resources: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
@@ -211,9 +220,16 @@ def _workload(w: dict[str, Any], default_cluster: str) -> tuple[str, api.Workloa
         kind=kind,
         ips=tuple(w.get("ips", []) or []),
         fqdn=w.get("fqdn"),
-        annotations=tuple((str(k), str(v)) for k, v in (w.get("annotations") or {}).items()),
+        annotations=_annotations(w),
     )
     return str(w.get("id", w["name"])), wl
+
+
+def _annotations(w: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    ann = {str(k): str(v) for k, v in (w.get("annotations") or {}).items()}
+    if str(w.get("sidecar", "")).lower() == "istio":
+        ann.setdefault(SIDECAR_ANNOTATION, "true")
+    return tuple(ann.items())
 
 
 def _scenario(c: dict[str, Any], source: str) -> Scenario:
@@ -256,6 +272,8 @@ def _scenario(c: dict[str, Any], source: str) -> Scenario:
     sc.expect_apply = c.get("expect_apply")
     sc.secrets = _secrets(c.get("resources") or [])
     sc.placement = _placement(c.get("placement") or {})
+    sc.mesh = c.get("mesh")
+    sc.jwt = c.get("jwt")
     sc.actions.append(Apply(list(c.get("policies") or [])))
     for p in c.get("probes", []) or []:
         exp = p.get("expect") or {}

@@ -1,7 +1,9 @@
 """A reference lab built from ordinary manifests (Pods/Workloads, Namespaces, Services, policies).
 
 `policy trace`, `policy get`, `identity list` and `endpoint list` use this: the user points them at
-the same directory the agent watches and sees what the agent would compute.
+the same directory the agent watches and sees what the agent would compute. Istio objects in the
+manifests become the lab's mesh settings (Istio's meshConfig defaults; `policy trace` overrides
+the trust domain and time), so a walk ends with the destination's mesh verdict.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from netstrata.lab.simulate import ReferenceLab
+from netstrata.lab.simulate import MeshSettings, ReferenceLab
 from netstrata.lab.topology import ClusterSpec, Topology
 from netstrata.policy.resolve import PolicyConfig
 from netstrata.policy.rules import Catalog
@@ -42,4 +44,5 @@ def lab_from_manifests(paths: list[str | Path], config: PolicyConfig | None = No
     )
     for name in clusters:
         lab.apply(name, tuple(ms.cilium_policies), tuple(ms.network_policies), catalog)
+    lab.mesh = MeshSettings(objects={name: tuple(ms.istio) for name in clusters})
     return lab

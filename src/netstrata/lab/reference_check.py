@@ -7,12 +7,13 @@ Probes whose expectation this build cannot judge are `skipped` with the reason, 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Final
 
 from netstrata.api import types as api
 from netstrata.errors import ManifestError, PolicyConflictError
 from netstrata.lab.cases import (
-    SKIP_VERDICTS,
     Apply,
     Delete,
     Probe,
@@ -21,12 +22,31 @@ from netstrata.lab.cases import (
     as_located,
     clusters_for,
 )
-from netstrata.lab.simulate import ProbeOutcome, ReferenceLab, Request
+from netstrata.lab.simulate import MeshSettings, ProbeOutcome, ReferenceLab, Request
 from netstrata.lab.topology import PlacedWorkload
 from netstrata.policy.rules import Catalog
 from netstrata.policy.types import Proto
 
 KAFKA_ACTIONS = {"produce": 0, "consume": 1, "fetch": 1, "metadata": 3}
+ISTIO_AUTHZ_CASES: Final = Path("..") / "istio-authz" / "cases.yaml"
+"""Where a scenario file's JWT signing keys live, relative to its folder (the scenarios README:
+"Trust domains, JWT keys and manifests match ../istio-authz/cases.yaml")."""
+
+
+@lru_cache(maxsize=4)
+def _istio_authz_fixtures(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | str:
+    """(fixtures.jwt, defaults.jwt) of an istio-authz case file, or why they cannot be read."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (a safe loader)
+    except (OSError, yaml.YAMLError) as exc:
+        return f"the JWT signing keys are in {ISTIO_AUTHZ_CASES}, which cannot be read: {exc}"
+    fixtures = ((data or {}).get("fixtures") or {}).get("jwt") if isinstance(data, dict) else None
+    if not isinstance(fixtures, dict) or not fixtures.get("keys"):
+        return f"{ISTIO_AUTHZ_CASES} has no fixtures.jwt.keys to sign tokens with"
+    return dict(fixtures), dict((data.get("defaults") or {}).get("jwt") or {})
 
 
 class ScenarioRunner:
@@ -41,9 +61,35 @@ class ScenarioRunner:
 
     # ------------------------------------------------------------------ manifests
 
+    def _mesh_settings(self) -> MeshSettings:
+        """The mesh as the scenario's `mesh` block sets it up (meshConfig; its PeerAuthentication
+        shorthand becomes a mesh-wide policy in the root namespace, as `mesh check` reads it)."""
+        from netstrata.mesh.casefile import DEFAULT_NOW, mesh_of
+
+        config = mesh_of({}, self.sc.mesh or {})
+        return MeshSettings(config, {}, now=DEFAULT_NOW)
+
+    def _mesh_objects(self, istio: tuple[object, ...]) -> tuple[object, ...]:
+        from netstrata.api.istio import (
+            AuthorizationPolicy,
+            PeerAuthentication,
+            RequestAuthentication,
+        )
+        from netstrata.mesh.casefile import mesh_peer_authentication
+
+        objects = [o for o in istio
+                   if isinstance(o, AuthorizationPolicy | RequestAuthentication | PeerAuthentication)]
+        assert self.lab.mesh is not None
+        pa = mesh_peer_authentication(self.sc.mesh or {}, self.lab.mesh.config.root_namespace)
+        if pa is not None:
+            objects.insert(0, pa)
+        return tuple(objects)
+
     def _apply_all(self) -> None:
         from netstrata.api import parse_documents
 
+        if self.lab.mesh is None:
+            self.lab.mesh = self._mesh_settings()
         by_cluster: dict[str, list[dict[str, Any]]] = {c: [] for c in self.sc.topology.clusters}
         for ref, m in self.applied.items():
             del ref
@@ -60,6 +106,7 @@ class ScenarioRunner:
                 cidr_group_labels={g.name: dict(g.labels) for g in ms.cidr_groups},
             )
             self.lab.apply(cluster, tuple(ms.cilium_policies), tuple(ms.network_policies), catalog)
+            self.lab.mesh.objects[cluster] = self._mesh_objects(tuple(ms.istio))
 
     def apply(self, action: Apply) -> None:
         from netstrata.lab.cases import manifest_ref
@@ -181,8 +228,10 @@ class ScenarioRunner:
                 path = http.get("path", "/")
                 method = http.get("method", "GET")
             h = http.get("host") or host
-            hdrs = tuple((str(k), str(v)) for k, v in headers.items())
-            return Request(int(Proto.TCP), port, "http", HTTPRequest(method, path, h, hdrs))
+            hdrs = [(str(k), str(v)) for k, v in headers.items()]
+            if http.get("jwt"):
+                path = self._with_token(http["jwt"], path, hdrs)
+            return Request(int(Proto.TCP), port, "http", HTTPRequest(method, path, h, tuple(hdrs)))
         if proto == "kafka":
             from netstrata.policy.l7 import KafkaRequest
 
@@ -194,6 +243,46 @@ class ScenarioRunner:
         if proto in ("udp", "sctp"):
             return Request(int(Proto[proto.upper()]), port)
         return Request(int(Proto.TCP), port)
+
+    def jwt_fixtures(self) -> tuple[dict[str, Any], dict[str, Any]] | str:
+        """(signing fixtures, token timing) for this scenario's `jwt` block, or why there are none.
+        Inline `keys` (a mapping with private keys) are used as they are; otherwise the keys of
+        the istio-authz case file next to the scenario file."""
+        spec = self.sc.jwt or {}
+        if isinstance(spec.get("keys"), dict):
+            return {"issuer": spec.get("issuer"), "keys": spec["keys"]}, {}
+        found = _istio_authz_fixtures((Path(self.sc.source).parent / ISTIO_AUTHZ_CASES).resolve())
+        if isinstance(found, str):
+            return found
+        fixtures, timing = found
+        if spec.get("issuer"):
+            fixtures = {**fixtures, "issuer": spec["issuer"]}
+        return fixtures, timing
+
+    def cannot_judge(self, probe: Probe, out: ProbeOutcome) -> str | None:
+        """Why the outcome of `probe` is not an honest judgement, or None. A probe whose token
+        could not be minted (it was sent without one) is still judged when the kernel or
+        Cilium's proxy decided before the mesh would have looked at the token."""
+        if (probe.raw.get("http") or {}).get("jwt") and out.mesh is not None and out.mesh.decision:
+            found = self.jwt_fixtures()
+            if isinstance(found, str):
+                return found
+        return None
+
+    def _with_token(self, spec: dict[str, Any], path: str, headers: list[tuple[str, str]]) -> str:
+        """Mint the probe's token (valid ones signed with the fixture key, invalid ones per
+        `invalid_reason`, exactly as `mesh check` does) and place it; returns the path, which
+        changes when the token travels as a query parameter."""
+        from netstrata.mesh.casefile import DEFAULT_NOW, mint_token, place_token
+
+        found = self.jwt_fixtures()
+        if isinstance(found, str):
+            return path  # sent without a token; `cannot_judge` reports it if the mesh decides
+        fixtures, timing = found
+        token = mint_token(spec, fixtures, timing, DEFAULT_NOW)
+        req: dict[str, Any] = {"path": path}
+        place_token(req, headers, token, spec.get("location") or (self.sc.jwt or {}).get("location"))
+        return str(req["path"])
 
     def _dns_lookup(self, src: PlacedWorkload, name: str) -> ProbeOutcome | None:
         """Resolve `name` through kube-dns as the pod would; learn FQDN IPs. None = no DNS pod."""
@@ -283,7 +372,30 @@ def _judge(probe: Probe, out: ProbeOutcome) -> tuple[str, str | None]:
         return "failed", f"dropped at {out.direction}, expected at {probe.expect_direction}"
     if probe.expect == "dropped" and probe.expect_reason and out.drop_reason != probe.expect_reason:
         return "failed", f"drop reason {out.drop_reason}, expected {probe.expect_reason}"
-    return "passed", None
+    why = _mesh_mismatch(probe, out)
+    return ("failed", why) if why else ("passed", None)
+
+
+def _mesh_mismatch(probe: Probe, out: ProbeOutcome) -> str | None:
+    """The mesh facts a scenario states: `expect.mesh.decided_by` / `peer_principal`, and the
+    status of a `denied-mesh` answer (`http.status`, `grpc.code`)."""
+    exp = probe.raw.get("expect") or {}
+    want = exp.get("mesh") or {}
+    trace = out.mesh
+    decision = trace.decision if trace else None
+    if "decided_by" in want and (decision is None or decision.decided_by != want["decided_by"]):
+        return f"mesh decided by {decision.decided_by if decision else None}, expected {want['decided_by']}"
+    if "peer_principal" in want and (trace is None or trace.peer_principal != want["peer_principal"]):
+        return f"mesh peer principal {trace.peer_principal if trace else None}, expected {want['peer_principal']}"
+    if probe.expect != "denied-mesh" or decision is None:
+        return None
+    http_status = (exp.get("http") or {}).get("status")
+    if http_status is not None and decision.status != int(http_status):
+        return f"mesh answered HTTP {decision.status}, expected {http_status}"
+    grpc_code = (exp.get("grpc") or {}).get("code")
+    if grpc_code is not None and decision.grpc_status != int(grpc_code):
+        return f"mesh answered grpc-status {decision.grpc_status}, expected {grpc_code}"
+    return None
 
 
 def _rejection(sc: Scenario, exc: Exception) -> dict[str, Any]:
@@ -311,10 +423,11 @@ def run_scenario(sc: Scenario) -> dict[str, Any]:
             return _rejection(sc, exc)
         if not isinstance(action, Probe):
             continue
-        if action.expect in SKIP_VERDICTS:
-            probes.append(_probe_record(action, None, "skipped", SKIP_VERDICTS[action.expect]))
-            continue
         out = runner.run_probe(action)
+        why_not = runner.cannot_judge(action, out)
+        if why_not is not None:
+            probes.append(_probe_record(action, None, "skipped", why_not))
+            continue
         status, reason = _judge(action, out)
         probes.append(_probe_record(action, out, status, reason))
     if sc.expect_apply and sc.expect_apply.get("result") == "rejected":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from netstrata.agent.engine import (
     HOST,
@@ -29,6 +29,15 @@ from netstrata.datapath.reference.l7 import l7_check
 from netstrata.identity import IdentityAllocator
 from netstrata.lab.topology import PlacedWorkload, Topology
 from netstrata.labels import Label, LabelSet
+from netstrata.mesh.trace import (
+    MeshCall,
+    MeshEndpoint,
+    MeshTrace,
+    cluster_trust_domain,
+    istio_port_protocol,
+    trace_mesh,
+)
+from netstrata.mesh.types import JwksFetcher, MeshConfig, WorkloadPort
 from netstrata.policy.rules import Catalog, InternalRule
 from netstrata.policy.types import Direction, Proto, ResolvedPolicy
 
@@ -55,13 +64,15 @@ class Step:
     """One decision on the way of a probe."""
 
     layer: str
-    """`l3l4` or `l7`."""
+    """`l3l4`, `l7` or `mesh`."""
     direction: str
     allowed: bool
     rule: str | None
     detail: str
     audited: bool = False
     drop_reason: str | None = None
+    entry: str | None = None
+    """L3/L4: the MapState key and entry the lookup chose (`policy get` notation)."""
 
 
 @dataclass
@@ -75,6 +86,20 @@ class ProbeOutcome:
     steps: list[Step] = field(default_factory=list)
     delivered: object | None = None
     """The L7 request as it reached the server (after proxy rewrites), when allowed."""
+    mesh: MeshTrace | None = None
+    """The mesh leg (stratum 3), when the lab has mesh settings and the connection got there."""
+
+
+@dataclass
+class MeshSettings:
+    """What the destination proxies of a lab know: meshConfig and each cluster's Istio objects."""
+
+    config: MeshConfig = field(default_factory=MeshConfig)
+    objects: dict[str, tuple[object, ...]] = field(default_factory=dict)
+    """Istio objects (`api.istio` types) by cluster."""
+    now: float = 0.0
+    """Evaluation time, Unix seconds (JWT validity); callers pass a fixed one for repeatability."""
+    jwks_fetcher: JwksFetcher | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +129,8 @@ class ReferenceLab:
         self.manifests: dict[str, tuple[tuple[api.CiliumPolicy, ...], tuple[api.NetworkPolicy, ...]]] = {}
         self.secrets: dict[tuple[str, str], str] = {}
         """(namespace, name) -> Secret value the agent may read (headerMatches secrets)."""
+        self.mesh: MeshSettings | None = None
+        """Set to judge the mesh layer after L3/L4 and L7; None leaves it out of every walk."""
         self.rebuild_identities()
 
     # ------------------------------------------------------------------ identities and endpoints
@@ -272,11 +299,14 @@ class ReferenceLab:
                 continue
             result, audited = self._l34(policy, direction, peer, req)
             rule = policy.cookies.get(result.entry.cookie) if result.entry else None
+            entry = entry_text(result)
             if not result.allowed and not audited:
                 reason = result.drop_reason.name if result.drop_reason else None
-                out.steps.append(Step("l3l4", dname, False, rule, f"peer identity {peer}", drop_reason=reason))
+                out.steps.append(Step("l3l4", dname, False, rule, f"peer identity {peer}", drop_reason=reason,
+                                      entry=entry))
                 return ProbeOutcome("dropped", "l3l4", rule, dname, reason, out.proxied, out.steps)
-            out.steps.append(Step("l3l4", dname, True, rule, f"peer identity {peer}", audited=audited))
+            out.steps.append(Step("l3l4", dname, True, rule, f"peer identity {peer}", audited=audited,
+                                  entry=entry))
             if audited:
                 out.got = "audited"
                 out.layer, out.rule = "l3l4", rule
@@ -311,12 +341,96 @@ class ReferenceLab:
                     # The proxy cannot parse this protocol as the rules' L7 type: it refuses it.
                     out.steps.append(Step("l7", dname, False, rule, f"not {l7.parser} traffic"))
                     return ProbeOutcome("denied-l7", "l7", rule, dname, None, True, out.steps)
+        return self._mesh_leg(src, dst, dst_ip, req, out)
+
+    # ------------------------------------------------------------------ mesh (stratum 3)
+
+    def mesh_endpoint(self, p: PlacedWorkload) -> MeshEndpoint | None:
+        """`p` as the mesh sees it; None for what is not a workload (outside hosts, apiserver)."""
+        w = p.workload
+        if w.kind not in ("pod", "host-network"):
+            return None
+        ports = tuple(WorkloadPort(cp.port, istio_port_protocol(cp.protocol, cp.name, cp.app_protocol))
+                      for cp in w.ports)
+        return MeshEndpoint(
+            namespace=w.namespace, name=w.name, cluster=w.cluster, service_account=w.service_account,
+            labels=dict(w.labels), annotations=dict(w.annotations),
+            namespace_labels=dict(self.topology.namespaces.get((w.cluster, w.namespace), {})),
+            ip=p.ip, ports=ports, host_network=w.kind == "host-network")
+
+    def mesh_config_for(self, cluster: str) -> MeshConfig:
+        """The meshConfig of `cluster`'s proxies: the lab's, in that cluster's trust domain."""
+        assert self.mesh is not None
+        td = cluster_trust_domain(cluster, list(self.topology.clusters), self.mesh.config)
+        return replace(self.mesh.config, trust_domain=td)
+
+    def _mesh_leg(self, src: PlacedWorkload, dst: PlacedWorkload | None, dst_ip: str, req: Request,
+                  out: ProbeOutcome) -> ProbeOutcome:
+        """After the kernel and Cilium's proxy let a TCP connection through, the destination's
+        mesh proxy decides (Istio captures TCP only)."""
+        if self.mesh is None or dst is None or req.proto != int(Proto.TCP):
+            return out
+        destination = self.mesh_endpoint(dst)
+        if destination is None:
+            return out
+        source = self.mesh_endpoint(src)
+        clusters = list(self.topology.clusters)
+        trace = trace_mesh(
+            self.mesh.objects.get(dst.workload.cluster, ()), source, destination,  # type: ignore[arg-type]
+            mesh_call(req), self.mesh_config_for(dst.workload.cluster),
+            source_trust_domain=cluster_trust_domain(src.workload.cluster, clusters, self.mesh.config),
+            source_ip=src.ip, now=self.mesh.now, jwks_fetcher=self.mesh.jwks_fetcher)
+        out.mesh = trace
+        if trace.decision is None:
+            return out
+        decided_by = trace.decision.decided_by
+        allowed = trace.verdict != "denied"
+        out.steps.append(Step("mesh", "ingress", allowed, decided_by, trace.reason,
+                              audited=trace.verdict == "audited"))
+        if not allowed:
+            return ProbeOutcome("denied-mesh", "mesh", decided_by, "ingress", None, out.proxied, out.steps,
+                                mesh=trace)
+        if trace.verdict == "audited":
+            out.got = "audited"
+        if decided_by.startswith("ns["):  # a named rule decided: the mesh is the deciding layer
+            out.layer, out.rule = "mesh", decided_by
         return out
 
     def _source_ip(self, src: PlacedWorkload, dst: PlacedWorkload | None) -> str:
         return src.ip
 
 
+
+
+def mesh_call(req: Request) -> MeshCall:
+    """What the destination's mesh proxy sees of `req` (gRPC told apart by its content-type)."""
+    from netstrata.policy.l7 import HTTPRequest
+
+    if req.parser == "http" and isinstance(req.l7, HTTPRequest):
+        r = req.l7
+        ctype = next((v for k, v in r.headers if k.lower() == "content-type"), "")
+        proto = "grpc" if ctype.startswith("application/grpc") else "http"
+        return MeshCall(req.port, proto, r.method, r.host, r.path, tuple(r.headers))
+    return MeshCall(req.port, "tcp")
+
+
+def entry_text(result: LookupResult) -> str | None:
+    """The deciding MapState key and entry, as `policy get` prints them."""
+    key, entry = result.key, result.entry
+    if key is None or entry is None:
+        return None
+    proto = {0: "ANY", 1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}.get(key.proto, str(key.proto))
+    if key.proto in (1, 58):
+        port = f"type {key.port >> 8}"
+    elif key.port_prefix == 0:
+        port = "ANY"
+    elif key.port_prefix == 16:
+        port = str(key.port)
+    else:
+        port = f"{key.port}-{key.port + (1 << (16 - key.port_prefix)) - 1}"
+    action = "Deny" if entry.deny else (f"Redirect to proxy port {entry.proxy_port}" if entry.proxy_port else "Allow")
+    ident = "ANY" if key.identity == 0 else str(key.identity)
+    return f"{key.direction.name.capitalize()} identity {ident} {proto}/{port}: {action} (precedence {entry.precedence})"
 
 
 def default_pod_labels(w: api.Workload, ns_labels: Mapping[str, str]) -> LabelSet:
@@ -336,7 +450,7 @@ def default_pod_labels(w: api.Workload, ns_labels: Mapping[str, str]) -> LabelSe
     return LabelSet(labels)
 
 
-__all__ = ["ProbeOutcome", "ReferenceLab", "Request", "Step", "Proto"]
+__all__ = ["MeshSettings", "ProbeOutcome", "ReferenceLab", "Request", "Step", "Proto", "entry_text", "mesh_call"]
 
 
 def _fqdn_selectors(rules: tuple[InternalRule, ...]) -> list[api.FQDNSelector]:

@@ -129,7 +129,7 @@ def mesh_of(defaults: Mapping[str, Any], override: Mapping[str, Any]) -> MeshCon
         multiple_custom_providers=bool(m.get("enableMultipleCustomProviders", False)))
 
 
-def _mesh_peer_authentication(mesh_raw: Mapping[str, Any], root: str) -> PeerAuthentication | None:
+def mesh_peer_authentication(mesh_raw: Mapping[str, Any], root: str) -> PeerAuthentication | None:
     """`mesh.peerAuthentication: STRICT` (a shorthand some cases use) as the mesh-wide policy."""
     mode = str(mesh_raw.get("peerAuthentication", "")).split(" ")[0].upper()
     if mode not in _PA_MODES:
@@ -143,7 +143,7 @@ def _headers(raw: Any) -> list[tuple[str, str]]:
     return [(str(k), str(v)) for k, v in raw or []]
 
 
-def _place_token(req: dict[str, Any], headers: list[tuple[str, str]], token: str,
+def place_token(req: dict[str, Any], headers: list[tuple[str, str]], token: str,
                  location: Any) -> None:
     """Put the token where the case says (default `Authorization: Bearer <token>`)."""
     if isinstance(location, str):
@@ -209,7 +209,7 @@ def request_of(raw: Mapping[str, Any], workload: Workload, fixtures: Mapping[str
     headers = _headers(req.get("headers"))
     if req.get("jwt"):
         token = mint_token(req["jwt"], fixtures, timing, now)
-        _place_token(req, headers, token, req["jwt"].get("location"))
+        place_token(req, headers, token, req["jwt"].get("location"))
     peer_raw = req.get("peer") or {}
     mtls = bool(peer_raw.get("mtls"))
     sni = peer_raw.get("sni") or req.get("sni")
@@ -275,7 +275,7 @@ def _case(doc: Located, i: int, top: Mapping[str, Any], now: float) -> MeshCase:
             objects.append(parse_istio_document(_sub_doc(doc, ("cases", i, "policies", j))))
         except ManifestError as exc:
             rejected.append(str(exc))
-    mesh_pa = _mesh_peer_authentication(mesh_raw, mesh.root_namespace)
+    mesh_pa = mesh_peer_authentication(mesh_raw, mesh.root_namespace)
     if mesh_pa is not None and not any(
             isinstance(o, PeerAuthentication) and o.meta.namespace == mesh.root_namespace
             and not (o.selector and o.selector.match_labels) for o in objects):
@@ -464,7 +464,9 @@ __all__ = [
     "istio_sni",
     "load_cases",
     "mesh_of",
+    "mesh_peer_authentication",
     "mint_token",
+    "place_token",
     "report_of",
     "request_of",
     "run_case",
