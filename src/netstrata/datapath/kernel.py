@@ -272,13 +272,14 @@ class KernelDatapath:
         """Readable when events wait (for `loop.add_reader`, then `read_events(0)`)."""
         return self._events.fileno()
 
-    def test_run(self, program: Program, frame: bytes, *, ifindex: int = 0) -> int:
+    def test_run(self, program: Program, frame: bytes, *, ifindex: int = 0,
+                 repeat: int = 1) -> int:
         """The tc verdict (0 TC_ACT_OK, 2 TC_ACT_SHOT) of `program` for one crafted frame.
 
         Runs in the kernel with the live maps, without sending anything (BPF_PROG_TEST_RUN);
         events and conntrack entries are produced as for a real packet.
         """
-        return self._obj.test_run(program, frame, ifindex=ifindex)
+        return self._obj.test_run(program, frame, ifindex=ifindex, repeat=repeat)
 
     def statistics(self) -> DatapathStatistics:
         return DatapathStatistics(

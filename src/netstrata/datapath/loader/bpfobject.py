@@ -193,8 +193,11 @@ class BpfObject:
         return _libbpf.check(self._lib.bpf_program__fd(handle), "program fd",
                              obj=self.path.name, program=name)
 
-    def test_run(self, program: str, frame: bytes, *, ifindex: int = 0) -> int:
+    def test_run(self, program: str, frame: bytes, *, ifindex: int = 0, repeat: int = 1) -> int:
         """BPF_PROG_TEST_RUN of `program` on one Ethernet frame; returns the tc verdict.
+
+        `repeat` runs it that many times in the kernel (each run emits its events: how
+        `bench observe` fills the ring buffer with real records).
 
         `ifindex` 0 runs it as if on the loopback device of the caller's network namespace
         (`skb->ifindex` 1); a larger value names a device of that namespace.
@@ -212,7 +215,7 @@ class BpfObject:
         opts.data_size_out = len(data_out)
         opts.ctx_in = ctypes.cast(ctx_in, ctypes.c_void_p)
         opts.ctx_size_in = len(ctx)
-        opts.repeat = 1
+        opts.repeat = repeat
         ret = self._lib.bpf_prog_test_run_opts(self.programs[program], ctypes.byref(opts))
         _libbpf.check(ret, "BPF_PROG_TEST_RUN", obj=self.path.name, program=program)
         return int(opts.retval)
