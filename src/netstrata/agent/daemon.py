@@ -7,7 +7,8 @@ applied policy; a restarted agent re-opens the pins, recomputes, and writes only
 
 What it does, each part a named task under one TaskGroup:
 
-* watch: poll the manifests directory (mtime/size of every file); once a change has been
+* watch: poll the manifests directory (mtime/size of every file) and the lab's agent-wide
+  settings (`agent-config.json`, `netstrata lab config`: audit mode); once a change has been
   stable for one poll interval (an editor's truncate-then-write is not read half way), read
   and check every file, resolve through the reference code path (`agent/sources.py`) and
   push the difference into the kernel (`agent/node.py`). A manifest that does not parse,
@@ -45,8 +46,10 @@ from netstrata.agent.proxy import NodeProxyRunner
 from netstrata.agent.sources import LabDefinition, load_definition, read_policies, resolve_view
 from netstrata.agent.state_metrics import record_sync, sample_maps
 from netstrata.errors import ManifestError, PolicyConflictError
+from netstrata.lab.agent_config import AgentConfig, read_agent_config
 from netstrata.lab.clients import move_to_netns
 from netstrata.lab.labstate import LabState, write_json
+from netstrata.lab.netlab import LabError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,7 @@ class AgentDaemon:
         self.state = state
         self.node = state.plan.node(node_key)
         self.manifests = Path(state.manifests_dir)
+        self.config_path = state.agent_config_path
         endpoints = [LocalEndpoint(p.ref, p.ips, p.host_if)
                      for p in state.plan.pods if p.node == node_key]
         # The process lives in its node's namespace (see main), as a Cilium agent lives in
@@ -97,6 +101,8 @@ class AgentDaemon:
         self.last_sync: SyncResult | None = None
         self.first_sync: SyncResult | None = None
         self.last_error: str | None = None
+        self.config = AgentConfig()
+        """The agent-wide settings of the last applied sync."""
         self.syncs = 0
         self.rejected = 0
         self._applied: tuple[tuple[str, int, int], ...] | None = None
@@ -107,11 +113,13 @@ class AgentDaemon:
     async def reload(self) -> bool:
         """Read, check, resolve, push. False (kernel untouched) when the input is rejected."""
         assert self.definition is not None
-        seen = snapshot(self.manifests)
+        seen = self.inputs()
         try:
+            config = read_agent_config(self.config_path)
             manifests = await asyncio.to_thread(read_policies, self.manifests)
-            runner = await asyncio.to_thread(resolve_view, self.definition, manifests)
-        except (ManifestError, PolicyConflictError) as exc:
+            runner = await asyncio.to_thread(resolve_view, self.definition, manifests,
+                                             audit_mode=config.policy_audit_mode)
+        except (ManifestError, PolicyConflictError, LabError) as exc:
             self.rejected += 1
             self.flows.metrics.policy_import_error()
             self.last_error = str(exc)
@@ -120,6 +128,7 @@ class AgentDaemon:
             return False
         result = await asyncio.to_thread(self.agent.sync, runner.lab)
         self.proxy.update(runner.lab)
+        self.config = config
         record_sync(self.flows, self.agent, runner.lab, len(manifests), result.revision, seen)
         self._applied = seen
         self.last_error = None
@@ -129,11 +138,15 @@ class AgentDaemon:
         self.write_status()
         return True
 
+    def inputs(self) -> tuple[tuple[str, int, int], ...]:
+        """What a reload reads: the manifests and the agent-wide settings file."""
+        return snapshot(self.manifests) + snapshot(self.config_path)
+
     async def watch(self) -> None:
-        previous = snapshot(self.manifests)
+        previous = self.inputs()
         while True:
             await asyncio.sleep(POLL_S)
-            current = snapshot(self.manifests)
+            current = self.inputs()
             if current == previous and current != self._applied:
                 await self.reload()
             previous = current
@@ -167,6 +180,7 @@ class AgentDaemon:
         stats = self.store.statistics()
         return {"pid": os.getpid(), "node": self.node.key, "ready": self.syncs > 0,
                 "syncs": self.syncs, "rejected": self.rejected, "last_error": self.last_error,
+                "config": asdict(self.config),
                 "first_sync": sync(self.first_sync), "last_sync": sync(self.last_sync),
                 "flows": stats.size, "flows_seen": stats.seen, "updated": time.time(),
                 "revision": self.last_sync.revision if self.last_sync else None,

@@ -138,14 +138,23 @@ def read_policies(directory: str | Path) -> list[dict[str, Any]]:
 
 
 def resolve_view(definition: LabDefinition, manifests: list[dict[str, Any]],
-                 relabels: tuple[Any, ...] = ()) -> ScenarioRunner:
+                 relabels: tuple[Any, ...] = (), *,
+                 audit_mode: bool | None = None) -> ScenarioRunner:
     """The resolved state of every cluster for `manifests`, via the reference code path.
+
+    `audit_mode` (agent-wide `policy-audit-mode`) overrides the topology's setting for every
+    cluster; None keeps what the topology defines.
 
     Raises:
         ManifestError, PolicyConflictError: nothing was resolved; keep the previous state.
     """
     base = definition.scenario
-    sc = replace(base, topology=copy.deepcopy(base.topology), actions=[])
+    topology = copy.deepcopy(base.topology)
+    if audit_mode is not None:
+        for name, spec in topology.clusters.items():
+            topology.clusters[name] = replace(spec, config=replace(spec.config,
+                                                                   audit_mode=audit_mode))
+    sc = replace(base, topology=topology, actions=[])
     runner = ScenarioRunner(sc)
     for action in relabels:
         runner.relabel(action)

@@ -28,7 +28,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up.add_argument("--case", help="which case of a case file (default: the first)")
     up.add_argument("--manifests", help="policy directory the agents watch (default: a copy of "
                                         "the topology's policies under the lab's run directory)")
+    up.add_argument("--policy-audit-mode", action="store_true", default=None,
+                    help="agent-wide audit mode: would-be policy drops are reported as AUDIT "
+                    "and forwarded (switch it later with `lab config`)")
     up.set_defaults(func=cmd_up)
+
+    cf = lsub.add_parser("config", help="show or change agent-wide settings of a running lab "
+                         "(as `cilium config`); the agents re-apply within ~0.2 s")
+    cf.add_argument("--name")
+    cf.add_argument("settings", nargs="*", metavar="KEY=VALUE",
+                    help="PolicyAuditMode=Enabled|Disabled (also policy-audit-mode=true|false)")
+    cf.set_defaults(func=cmd_config)
 
     st = lsub.add_parser("status", help="show a running lab")
     st.add_argument("--name")
@@ -59,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def cmd_up(args: argparse.Namespace) -> int:
     from netstrata.lab.control import lab_up
 
-    state = lab_up(args.topology, name=args.name, case=args.case, manifests=args.manifests)
+    state = lab_up(args.topology, name=args.name, case=args.case, manifests=args.manifests,
+                   policy_audit_mode=args.policy_audit_mode)
     plan = state.plan
     print(f"lab {state.name} is up: {len(plan.nodes)} node(s), {len(plan.pods)} pod(s), "
           f"{len(plan.hosts)} outside host(s)")
@@ -70,6 +81,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"\nagents watch {state.manifests_dir}")
     print(f"try: netstrata lab exec --name {state.name} {plan.pods[0].workload if plan.pods else 'NS/POD'} "
           "-- curl -s http://IP:PORT/")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from netstrata.lab.agent_config import apply_setting, read_agent_config, write_agent_config
+    from netstrata.lab.control import default_lab
+    from netstrata.lab.labstate import LabState
+
+    state = LabState.load(default_lab(args.name))
+    config = read_agent_config(state.agent_config_path)
+    for setting in args.settings:  # all checked before anything is written
+        config = apply_setting(config, setting)
+    if args.settings:
+        write_agent_config(state.agent_config_path, config)
+    audit = config.policy_audit_mode
+    print("PolicyAuditMode  " + ("(as the topology defines)" if audit is None
+                                 else "Enabled" if audit else "Disabled"))
     return 0
 
 

@@ -27,6 +27,7 @@ from typing import Any, Final
 import yaml
 
 from netstrata.agent.sources import LabDefinition, load_definition, read_policies, resolve_view
+from netstrata.lab.agent_config import AgentConfig, write_agent_config
 from netstrata.lab.cases import manifest_ref
 from netstrata.lab.clients import enter_netns
 from netstrata.lab.kernel_session import probe_targets, server_specs
@@ -186,8 +187,12 @@ def _write_manifests(directory: Path, manifests: Sequence[dict[str, Any]]) -> No
 
 
 def lab_up(source: str | Path, *, name: str = "default", case: str | None = None,
-           manifests: str | Path | None = None) -> LabState:
+           manifests: str | Path | None = None,
+           policy_audit_mode: bool | None = None) -> LabState:
     """Build and start a lab; see the module docstring.
+
+    `policy_audit_mode` seeds the agent-wide setting (`lab/agent_config.py`); None leaves
+    it to the topology (a case file's `agent_config`).
 
     Raises:
         LabError: not root, already up, or something failed (everything made is removed);
@@ -216,6 +221,9 @@ def lab_up(source: str | Path, *, name: str = "default", case: str | None = None
             _write_manifests(watched, first)
         state = LabState(name, plan, str(copied), case, str(watched))
         state.save()
+        if policy_audit_mode is not None:
+            write_agent_config(state.agent_config_path,
+                               AgentConfig(policy_audit_mode=policy_audit_mode))
         build_lab(plan)
         state.servers_pid = _start_servers(state, definition, first)
         state.save()

@@ -11,6 +11,7 @@ Layout of a lab's directory:
     source.yaml|source/ a copy of the topology the lab was built from (fixed at `lab up`)
     manifests/          the watched policy directory (unless `--manifests DIR` was given)
     servers.json        the workload servers' configuration; servers.log
+    agent-config.json   agent-wide settings (`lab config`, `lab/agent_config.py`)
     agents/<node>.json  each agent's status (revision, last sync, last error); <node>.log
     agents/<node>.sock  each agent's local API (flows, status, metrics; docs/observe.md)
     flows/<node>.jsonl  each agent's flows (Hubble JSON lines, rotated by size)
@@ -78,6 +79,11 @@ class LabState:
     def agent_api_path(self, node_key: str) -> Path:
         """The agent's local API socket (docs/observe.md)."""
         return self.directory / "agents" / f"{node_file_name(node_key)}.sock"
+
+    @property
+    def agent_config_path(self) -> Path:
+        """Agent-wide settings every agent of the lab watches (`lab/agent_config.py`)."""
+        return self.directory / "agent-config.json"
 
     def flows_path(self, node_key: str) -> Path:
         return self.directory / "flows" / f"{node_file_name(node_key)}.jsonl"
