@@ -8,10 +8,12 @@ the stateless iptables curve falls by two orders of magnitude while eBPF stays n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from netstrata.bench.datapath import TARGET_CRR, TARGET_RR, DatapathReport, Metric
+from netstrata.bench.proxy import Measurement, ProxyReport
 
 _STYLE: Final = {
     "baseline": ("black", "o"),
@@ -74,4 +76,44 @@ def plot_datapath(report: DatapathReport, path: Path | str) -> Path:
     return out
 
 
-__all__ = ["plot_datapath"]
+
+
+def plot_proxy(report: ProxyReport, path: Path | str) -> Path:
+    """`netstrata bench proxy`'s PNG: req/s, added p99 and CPU per request per lane and load.
+    Raises ImportError without matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loads = list(dict.fromkeys(m.load for m in report.measurements))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5))
+    panels: tuple[tuple[str, Callable[[Measurement], float | None]], ...] = (
+        ("req/s (log)", lambda m: m.rps), ("p99 latency us (log)", lambda m: m.p99_us),
+        ("CPU us per request of the middle process (log)", lambda m: m.cpu_us))
+    width = 0.8 / max(1, len(loads))
+    for ax, (title, value) in zip(axes, panels, strict=True):
+        for i, load in enumerate(loads):
+            ms = [m for m in report.measurements if m.load == load]
+            lanes = [m.lane for m in ms]
+            xs = [report_lanes(report).index(lane) + i * width for lane in lanes]
+            ax.bar(xs, [value(m) or 0 for m in ms], width, label=load)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(report_lanes(report)))],
+                      report_lanes(report), rotation=45, ha="right", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"netstrata bench proxy ({report.host})", fontsize=11)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def report_lanes(report: ProxyReport) -> list[str]:
+    return list(dict.fromkeys(m.lane for m in report.measurements))
+
+
+__all__ = ["plot_datapath", "plot_proxy"]

@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cp.set_defaults(func=cmd_control_plane)
     _register_datapath(bsub)
     _register_churn(bsub)
+    _register_proxy(bsub)
     _register_observe_and_mesh(bsub)
 
 
@@ -230,4 +231,50 @@ def cmd_mesh(args: argparse.Namespace) -> int:
     report = mesh.run(cfg, _progress)
     print({"json": mesh.as_json, "markdown": mesh.render_markdown,
            "table": mesh.render_text}[args.output](report))
+    return 0
+
+
+def _register_proxy(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = bsub.add_parser("proxy", help="L7 proxy: HTTP/1.1, gRPC, DNS vs direct and nginx (wrk, h2load, nginx)")
+    p.add_argument("--quick", action="store_true", help="one 0.5 s round per point (about 30 s)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 3)")
+    p.add_argument("--rounds", type=int, default=None, help="measurements per point, median kept (default 3)")
+    p.add_argument("--client-cpu", type=int, default=0, help="CPU of the clients and upstreams")
+    p.add_argument("--middle-cpu", type=int, default=1, help="CPU of nginx's worker and of the proxy")
+    p.add_argument("--plot", default="netstrata-bench-proxy.png", help="PNG to write (matplotlib)")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("-o", "--output", choices=("table", "markdown", "json"), default="table")
+    p.set_defaults(func=cmd_proxy)
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from netstrata.bench import _render_proxy
+    from netstrata.bench.proxy import BenchError, ProxyBenchConfig, run
+
+    cfg = ProxyBenchConfig.quick() if args.quick else ProxyBenchConfig()
+    cfg = dataclasses.replace(
+        cfg, client_cpu=args.client_cpu, middle_cpu=args.middle_cpu,
+        duration=cfg.duration if args.duration is None else args.duration,
+        rounds=cfg.rounds if args.rounds is None else max(1, args.rounds))
+    try:
+        report = run(cfg, _progress)
+    except BenchError as exc:
+        print(f"netstrata bench proxy: {exc}", file=sys.stderr)
+        return 2
+    if args.output == "json":
+        print(json.dumps(_render_proxy.proxy_json(report), indent=2))
+    elif args.output == "markdown":
+        print(_render_proxy.proxy_markdown(report))
+    else:
+        print(_render_proxy.proxy_text(report))
+    if not args.no_plot:
+        try:
+            from netstrata.bench.plot import plot_proxy
+
+            _progress(f"plot written to {plot_proxy(report, args.plot)}")
+        except ImportError:
+            _progress("matplotlib is not installed: no plot (pip install matplotlib)")
     return 0
