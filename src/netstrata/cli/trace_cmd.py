@@ -21,6 +21,20 @@ def register(psub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     tr.add_argument("--dns-query")
     tr.add_argument("--kafka-api-key", type=int)
     tr.add_argument("--kafka-topic", action="append", default=[])
+    mesh = tr.add_argument_group("mesh (Istio) layer")
+    mesh.add_argument("--jwt", help="a token to send as `Authorization: Bearer` (checked against "
+                      "the RequestAuthentication's JWKS)")
+    mesh.add_argument("--request-principal", metavar="ISSUER/SUBJECT",
+                      help="trace as if a valid token of ISSUER for SUBJECT were sent (the issuer's "
+                      "keys are replaced by a throw-away key; claims, issuer and audiences are still judged)")
+    mesh.add_argument("--jwt-claim", action="append", default=[], metavar="NAME=VALUE",
+                      help="an extra claim of the --request-principal token (VALUE as JSON, else text)")
+    mesh.add_argument("--trust-domain", default="cluster.local",
+                      help="meshConfig trustDomain (with several clusters each cluster's CA issues in "
+                      "its own name; default: cluster.local)")
+    mesh.add_argument("--trust-domain-alias", action="append", default=[], help="meshConfig trustDomainAliases")
+    mesh.add_argument("--mesh-root-namespace", default="istio-system")
+    tr.add_argument("-o", "--output", choices=["text", "json"], default="text")
     _agent_flags(tr)
     tr.set_defaults(func=cmd_trace)
 
@@ -58,7 +72,7 @@ def _find(lab, ref: str):  # type: ignore[no-untyped-def]
     raise NetstrataError(f"no workload {ref!r} in the manifests (known: {', '.join(sorted(topo.workloads))})")
 
 
-def _request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _request(args: argparse.Namespace, token: str | None = None):  # type: ignore[no-untyped-def]
     from netstrata.lab.simulate import Request
     from netstrata.policy.l7 import HTTPRequest, KafkaRequest
     from netstrata.policy.types import Proto
@@ -71,10 +85,13 @@ def _request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         raise NetstrataError(f"--port: expected PORT/PROTO like 80/TCP, found {args.port!r}") from exc
     if proto in (Proto.ICMP, Proto.ICMPV6):
         return Request(int(proto), port << 8)
-    if args.http_method or args.http_path:
-        headers = tuple((h.split(":", 1)[0].strip(), h.split(":", 1)[1].strip()) for h in args.http_header if ":" in h)
+    if args.http_method or args.http_path or args.jwt or args.request_principal:
+        headers = [(h.split(":", 1)[0].strip(), h.split(":", 1)[1].strip()) for h in args.http_header if ":" in h]
+        if token is not None:
+            headers.append(("Authorization", f"Bearer {token}"))
         return Request(int(proto), port, "http",
-                       HTTPRequest(args.http_method or "GET", args.http_path or "/", args.http_host, headers))
+                       HTTPRequest(args.http_method or "GET", args.http_path or "/", args.http_host,
+                                   tuple(headers)))
     if args.dns_query:
         return Request(int(proto), port, "dns", args.dns_query.rstrip(".").lower() + ".")
     if args.kafka_api_key is not None:
@@ -82,10 +99,56 @@ def _request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return Request(int(proto), port)
 
 
+def _claims(args: argparse.Namespace) -> dict[str, object]:
+    import json
+
+    issuer, _, subject = str(args.request_principal).rpartition("/")
+    if not issuer or not subject:
+        raise NetstrataError(f"--request-principal: expected ISSUER/SUBJECT, found {args.request_principal!r}")
+    claims: dict[str, object] = {"iss": issuer, "sub": subject}
+    for item in args.jwt_claim:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise NetstrataError(f"--jwt-claim: expected NAME=VALUE, found {item!r}")
+        try:
+            claims[name] = json.loads(value)
+        except ValueError:
+            claims[name] = value
+    return claims
+
+
+def _mesh_setup(args: argparse.Namespace, lab) -> str | None:  # type: ignore[no-untyped-def]
+    """Mesh settings from the flags; returns the token to send, if any. The clock is read here,
+    at the edge: the evaluator takes `now` (JWT exp/nbf)."""
+    import time
+
+    from netstrata.mesh.trace import assume_issuer
+    from netstrata.mesh.types import MeshConfig
+
+    if args.jwt_claim and not args.request_principal:
+        raise NetstrataError("--jwt-claim needs --request-principal")
+    if args.jwt and args.request_principal:
+        raise NetstrataError("--jwt and --request-principal exclude each other")
+    now = time.time()
+    lab.mesh.now = now
+    lab.mesh.config = MeshConfig(root_namespace=args.mesh_root_namespace, trust_domain=args.trust_domain,
+                                 trust_domain_aliases=tuple(args.trust_domain_alias))
+    if not args.request_principal:
+        return str(args.jwt) if args.jwt else None
+    claims = _claims(args)
+    token = ""
+    for cluster, objects in lab.mesh.objects.items():
+        lab.mesh.objects[cluster], token = assume_issuer(objects, str(claims["iss"]), claims, now=now)
+    return token
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
+    from netstrata.cli._output import dump_json
+    from netstrata.cli.trace_report import render_text, trace_report
     from netstrata.lab.from_manifests import lab_from_manifests
 
     lab = lab_from_manifests(args.manifests, _config(args))
+    token = _mesh_setup(args, lab)
     src = _find(lab, args.src)
     kind, _, value = args.dst.partition(":")
     if kind in ("cidr", "ip"):
@@ -98,31 +161,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
         dst_ip = ips[0] if ips else ext[0].ip
     else:
         dst_ip = _find(lab, args.dst).ip
-    req = _request(args)
+    req = _request(args, token)
     out = lab.walk(src, dst_ip, req)
-    print(f"Tracing {args.src} -> {args.dst} {args.port}")
-    for direction, subject in (("egress", src), ("ingress", lab.topology.owner_of_ip(dst_ip))):
-        if subject is None:
-            continue
-        pol = lab.endpoint_policy(subject)
-        ident = lab.identity_of.get(subject.ref)
-        if pol is None:
-            print(f"\n{direction} of {subject.ref}: not a policy endpoint")
-            continue
-        enforced = pol.ingress_enforced if direction == "ingress" else pol.egress_enforced
-        print(f"\n{direction} of {subject.ref} (identity {ident}): "
-              + ("enforced" if enforced else "not enforced (no policy selects it in this direction)"))
-        rules = sorted({s for k, srcs in pol.sources.items() if k.direction.name.lower() == direction for s in srcs})
-        for r in rules:
-            print(f"  considered: {r}")
-    print("\nDecisions:")
-    for st in out.steps:
-        mark = "ALLOW" if st.allowed else "DENY "
-        extra = " (audited)" if st.audited else ""
-        print(f"  [{st.layer:4} {st.direction:7}] {mark}{extra} {st.detail}; rule: {st.rule or 'none matched'}"
-              + (f"; drop reason {st.drop_reason}" if st.drop_reason else ""))
-    print(f"\nVerdict: {out.got}" + (f" at {out.direction}" if out.direction and out.got != 'allowed' else "")
-          + (f" ({out.drop_reason})" if out.drop_reason else "") + (" via the L7 proxy" if out.proxied else ""))
+    report = trace_report(lab, src, args.dst, dst_ip, args.port, req, out)
+    print(dump_json(report) if args.output == "json" else render_text(report))
     return 0 if out.got in ("allowed", "audited") else 1
 
 

@@ -115,8 +115,11 @@ class MeshTrace:
 
     @property
     def peer_principal(self) -> str | None:
-        """The principal authorization saw (None when plaintext reached the destination)."""
-        return self.principal if self.outbound is not None and self.outbound.meshed else None
+        """The principal authorization saw: None for plaintext, for a port the destination's
+        proxy does not capture, and under PeerAuthentication DISABLE (identity dropped)."""
+        if self.outbound is None or not self.outbound.meshed or not self.inbound.meshed:
+            return None
+        return None if self.mtls_mode == "DISABLE" else self.principal
 
     def to_json(self) -> dict[str, Any]:
         d = self.decision
