@@ -17,12 +17,14 @@ from netstrata.policy.l7.dns import (
 )
 from netstrata.policy.l7.http import (
     CompiledHTTPRule,
+    CompiledHTTPRuleSet,
     HeaderAction,
     HTTPRequest,
     HTTPVerdict,
     SecretResolver,
     apply_header_actions,
     compile_http_rule,
+    compile_http_rules,
     http_allowed,
     http_rule_matches,
 )
@@ -68,7 +70,9 @@ __all__ = [
     "api_key_name",
     "api_key_number",
     "apply_header_actions",
+    "CompiledHTTPRuleSet",
     "compile_http_rule",
+    "compile_http_rules",
     "compile_kafka_rule",
     "compile_whole",
     "denial_error_code",

@@ -39,7 +39,13 @@ from dataclasses import dataclass, replace
 from typing import Final, Literal, NamedTuple, cast
 
 from netstrata.api.types import HeaderMatch, HTTPRule
-from netstrata.policy.l7._regex import Engine, WholeRegex, compile_whole
+from netstrata.policy.l7._regex import (
+    Engine,
+    FirstMatch,
+    WholeRegex,
+    compile_first_match,
+    compile_whole,
+)
 
 MismatchAction = Literal["LOG", "ADD", "DELETE", "REPLACE"]
 MISMATCH_ACTIONS: Final[frozenset[str]] = frozenset({"LOG", "ADD", "DELETE", "REPLACE"})
@@ -264,8 +270,78 @@ def apply_header_actions(headers: Headers, actions: Iterable[HeaderAction]) -> H
     return tuple(out)
 
 
+class CompiledHTTPRuleSet:
+    """One rule list compiled for the proxy's hot path; build with `compile_http_rules`.
+
+    Same answers as walking the rules in order (`http_allowed`), found faster when no rule has
+    header actions (first match decides): every path regex runs in one RE2 set match, which
+    names the first rule whose path fits; only that rule's method, host and header conditions
+    are checked, and only if they fail does the walk go on rule by rule from the next one.
+    """
+
+    __slots__ = ("rules", "_short_circuit", "_first_pathless", "_first_path", "_path_owner")
+
+    def __init__(self, rules: tuple[CompiledHTTPRule, ...]) -> None:
+        self.rules: Final = rules
+        self._short_circuit = not any(c.has_actions for c in rules)
+        self._first_pathless = next((i for i, c in enumerate(rules) if c.path is None), len(rules))
+        with_path = [(i, c.path) for i, c in enumerate(rules) if c.path is not None]
+        self._path_owner = tuple(i for i, _ in with_path)
+        self._first_path: FirstMatch | None = (
+            compile_first_match(tuple(p for _, p in with_path)) if self._short_circuit else None
+        )
+
+    def evaluate(self, req: HTTPRequest, secrets: SecretResolver | None = None) -> HTTPVerdict:
+        """OR of the rules (see `http_allowed`)."""
+        rules = self.rules
+        if not rules:
+            return HTTPVerdict(True, None, ())
+        first_path = self._first_path
+        if first_path is None:
+            return _walk(rules, 0, req, secrets, self._short_circuit)
+        found = first_path(req.path)
+        start = self._first_pathless
+        if found is not None and self._path_owner[found] < start:
+            start = self._path_owner[found]
+        if start >= len(rules):
+            return _DENIED
+        if rules[start]._route_matches(req, secrets):
+            return HTTPVerdict(True, start, ())
+        return _walk(rules, start + 1, req, secrets, True)
+
+
+_DENIED: Final = HTTPVerdict(False, None, ())
+
+_RULE_SETS: dict[int, tuple[tuple[HTTPRule | CompiledHTTPRule, ...], CompiledHTTPRuleSet]] = {}
+_RULE_SETS_MAX: Final = 4096
+"""Rule lists kept compiled; a policy update brings new tuples, so old ones age out by a
+clear-all when the table is full (cheap, and the next request recompiles what is live)."""
+
+
+def compile_http_rules(rules: tuple[HTTPRule | CompiledHTTPRule, ...]) -> CompiledHTTPRuleSet:
+    """The compiled form of one rule list, cached by the tuple's identity.
+
+    Resolved policies are immutable, so the tuple an `L7Policy` entry holds is compiled once
+    per policy revision rather than hashed (100 rules) on every request; the cache keeps the
+    tuple alive so its id cannot be reused while cached.
+
+    Raises:
+        ValueError: as `compile_http_rule`.
+    """
+    hit = _RULE_SETS.get(id(rules))
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    compiled = CompiledHTTPRuleSet(
+        tuple(r if isinstance(r, CompiledHTTPRule) else compile_http_rule(r) for r in rules)
+    )
+    if len(_RULE_SETS) >= _RULE_SETS_MAX:
+        _RULE_SETS.clear()
+    _RULE_SETS[id(rules)] = (rules, compiled)
+    return compiled
+
+
 def http_allowed(
-    rules: Iterable[HTTPRule | CompiledHTTPRule],
+    rules: Iterable[HTTPRule | CompiledHTTPRule] | CompiledHTTPRuleSet,
     req: HTTPRequest,
     secrets: SecretResolver | None = None,
 ) -> HTTPVerdict:
@@ -275,15 +351,30 @@ def http_allowed(
         (allowed, index of the first matching rule, header actions of every matching rule in
         order). No rules at all: allowed, index None.
     """
+    if isinstance(rules, CompiledHTTPRuleSet):
+        return rules.evaluate(req, secrets)
+    if isinstance(rules, tuple):
+        return compile_http_rules(rules).evaluate(req, secrets)
     compiled = [r if isinstance(r, CompiledHTTPRule) else compile_http_rule(r) for r in rules]
     if not compiled:
         return HTTPVerdict(True, None, ())
     short_circuit = not any(c.has_actions for c in compiled)
+    return _walk(tuple(compiled), 0, req, secrets, short_circuit)
+
+
+def _walk(
+    compiled: tuple[CompiledHTTPRule, ...],
+    start: int,
+    req: HTTPRequest,
+    secrets: SecretResolver | None,
+    short_circuit: bool,
+) -> HTTPVerdict:
+    """The rules from `start` on, in order: the reference evaluation."""
     first: int | None = None
     actions: list[HeaderAction] = []
     current = req
-    for index, rule in enumerate(compiled):
-        ok, acts = rule.evaluate(current, secrets, index)
+    for index in range(start, len(compiled)):
+        ok, acts = compiled[index].evaluate(current, secrets, index)
         if not ok:
             continue
         if first is None:
