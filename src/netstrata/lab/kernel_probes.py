@@ -211,6 +211,19 @@ def _matches(event: FlowEvent, flow: Flow) -> bool:
     return event.icmp_type == 8 if proto == ICMP else event.dport_be == dport
 
 
+def _l7_denial(verdicts: list[tuple[FlowEvent, str]], agents: Mapping[str, NodeAgent]
+               ) -> ProbeOutcome:
+    """The proxy answered 403. The last redirect of the flow is the proxy that denied: an
+    egress proxy that denies opens no upstream, so an ingress redirect after it means the
+    egress side let the request through. Its verdict event names the side and the rule."""
+    redirects = [(e, n) for e, n in verdicts if e.verdict == Verdict.REDIRECTED]
+    if not redirects:
+        return ProbeOutcome("denied-l7", "l7")
+    e, node = redirects[-1]
+    side = "egress" if e.direction == Direction.EGRESS else "ingress"
+    return ProbeOutcome("denied-l7", "l7", agents[node].rule_of(e.endpoint_id, e.cookie), side)
+
+
 def outcome(traffic: Traffic, events: Mapping[str, list[FlowEvent]],
             agents: Mapping[str, NodeAgent]) -> ProbeOutcome:
     """The reported outcome: the client's verdict, explained by the kernel's events."""
@@ -229,12 +242,8 @@ def outcome(traffic: Traffic, events: Mapping[str, list[FlowEvent]],
         return ProbeOutcome(got, "l3l4", agents[node].rule_of(e.endpoint_id, e.cookie),
                             direction, reason)
     verdicts = [(e, n) for e, n in mine if e.type == EventType.POLICY_VERDICT]
-    if got == "denied-l7":  # the proxy answered 403: the redirect verdict names the rule
-        redirect = next((e, n) for e, n in verdicts if e.verdict == Verdict.REDIRECTED) \
-            if any(e.verdict == Verdict.REDIRECTED for e, _ in verdicts) else None
-        rule = agents[redirect[1]].rule_of(redirect[0].endpoint_id, redirect[0].cookie) \
-            if redirect else None
-        return ProbeOutcome(got, "l7", rule)
+    if got == "denied-l7":
+        return _l7_denial(verdicts, agents)
     if got == "allowed" and any(e.verdict == Verdict.AUDIT for e, _ in verdicts):
         got = "audited"
     rule = None
