@@ -26,9 +26,10 @@ from datapathkit import (  # noqa: E402
 )
 from datapathkit import echo_server as server  # noqa: E402
 
-from netstrata.datapath.kernel import Delta, KernelDatapath  # noqa: E402
+from netstrata.datapath.kernel import Delta, KernelDatapath, policy_change  # noqa: E402
 from netstrata.datapath.loader import BpfMap  # noqa: E402
 from netstrata.datapath.loader import packets as pk  # noqa: E402
+from netstrata.datapath.maps import POLICY_KEY  # noqa: E402
 from netstrata.errors import DatapathError  # noqa: E402
 from netstrata.netns import create_netns, delete_netns, in_netns, list_bpf  # noqa: E402
 from netstrata.policy.types import Direction, MapStateEntry, MapStateKey  # noqa: E402
@@ -87,21 +88,24 @@ def test_a_restarted_datapath_diffs_against_the_kernel(dp, pin_dir: Path) -> Non
 def test_make_before_break_updates_before_deletes(dp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     kernel, _ = dp
     calls: list[tuple[str, list[object]]] = []
-    real_update, real_delete = BpfMap.update_many, BpfMap.delete_many
+    real_update, real_delete = BpfMap.update_raw, BpfMap.delete_raw
 
-    def update_many(self: BpfMap, pairs):  # type: ignore[no-untyped-def]
-        calls.append(("update", [k for k, _ in pairs]))
-        return real_update(self, pairs)
+    def decoded(raw: bytes) -> list[object]:
+        size = POLICY_KEY.size
+        return [POLICY_KEY.decode(raw[i:i + size]) for i in range(0, len(raw), size)]
 
-    def delete_many(self: BpfMap, keys):  # type: ignore[no-untyped-def]
-        keys = list(keys)
-        calls.append(("delete", keys))
+    def update_raw(self: BpfMap, keys: bytes, values: bytes):  # type: ignore[no-untyped-def]
+        calls.append(("update", decoded(keys)))
+        return real_update(self, keys, values)
+
+    def delete_raw(self: BpfMap, keys: bytes):  # type: ignore[no-untyped-def]
+        calls.append(("delete", decoded(keys)))
         return real_delete(self, keys)
 
     kernel.apply_policy(resolved(EP_A, ID_A, {_key(ID_B, 80): MapStateEntry(cookie=1),
                                               _key(ID_B, 81): MapStateEntry(cookie=2)}))
-    monkeypatch.setattr(BpfMap, "update_many", update_many)
-    monkeypatch.setattr(BpfMap, "delete_many", delete_many)
+    monkeypatch.setattr(BpfMap, "update_raw", update_raw)
+    monkeypatch.setattr(BpfMap, "delete_raw", delete_raw)
     kernel.apply_policy(resolved(EP_A, ID_A, {_key(ID_B, 80): MapStateEntry(cookie=7),
                                               _key(ID_B, 64, 10): MapStateEntry(cookie=3)}))
     kinds = [kind for kind, keys in calls if keys]
@@ -109,6 +113,42 @@ def test_make_before_break_updates_before_deletes(dp, monkeypatch: pytest.Monkey
     updated = {k.dport_be for k in calls[0][1]}  # type: ignore[attr-defined]
     deleted = {k.dport_be for k in calls[-1][1]}  # type: ignore[attr-defined]
     assert updated == {80, 64} and deleted == {81}
+
+
+def test_apply_change_writes_only_the_delta_whatever_the_policy_size(  # type: ignore[no-untyped-def]
+    dp, pin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel, netns = dp
+    big = {_key(ID_B + i, 80): MapStateEntry(cookie=1) for i in range(2000)}
+    first = resolved(EP_A, ID_A, big)
+    kernel.apply_change(policy_change(None, first))
+    assert kernel.dump_policy(EP_A) == big
+    written: list[int] = []
+    real_update = BpfMap.update_raw
+
+    def update_raw(self: BpfMap, keys: bytes, values: bytes):  # type: ignore[no-untyped-def]
+        written.append(len(keys) // POLICY_KEY.size)
+        return real_update(self, keys, values)
+
+    monkeypatch.setattr(BpfMap, "update_raw", update_raw)
+    flipped = {**big, _key(ID_B, 80): MapStateEntry(deny=True, cookie=2)}
+    del flipped[_key(ID_B + 1, 80)]
+    flipped[_key(ID_B, 64, 10)] = MapStateEntry(cookie=3)
+    second = resolved(EP_A, ID_A, flipped, revision=2)
+    change = policy_change(first, second)
+    assert set(change.upserts) == {_key(ID_B, 80), _key(ID_B, 64, 10)}
+    assert list(change.removals) == [_key(ID_B + 1, 80)]
+    assert kernel.apply_change(change) == Delta(1, 1, 1)
+    assert written == [2]
+    assert kernel.dump_policy(EP_A) == flipped
+    assert kernel.apply_change(change) == Delta()  # already held: nothing written
+    again = KernelDatapath(pin_dir, netns=netns)  # a restarted agent diffs against the kernel
+    try:
+        assert again.apply_change(policy_change(None, second)) == Delta()
+        assert again.apply_policy(first) == Delta(1, 1, 1)
+        assert again.dump_policy(EP_A) == big
+    finally:
+        again.close()
 
 
 def test_no_packet_sees_a_changing_entry_missing(dp) -> None:  # type: ignore[no-untyped-def]

@@ -7,7 +7,9 @@ and the tc programs, then keeps the kernel in step with the control plane:
   the host side of its veth; `detach_endpoint()` undoes it.
 * `sync_ipcache()` and `apply_policy()` write only the difference from what the kernel holds,
   make-before-break: new and changed entries first, stale ones last, so a changed key is never
-  absent (a packet sees the old entry or the new one, never a miss).
+  absent (a packet sees the old entry or the new one, never a miss). `apply_change()` takes
+  the delta itself (`policy_change()`), so one changed entry costs the same at any policy
+  size; entries go to the kernel in bulk (`policy_batch`, one BPF_MAP_UPDATE_BATCH).
 * `read_events()` drains the ring buffer into `FlowEvent`s for observe/.
 
 What the kernel holds is the truth: a fresh object (a restarted agent) reads the pinned maps
@@ -19,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from types import TracebackType
@@ -40,7 +42,6 @@ from netstrata.datapath.maps import (
     PolicyKey,
     decode_flow_event,
     ipcache_key_of,
-    kernel_view,
     map_state_entry_of,
     map_state_key_of,
     network_of,
@@ -48,6 +49,7 @@ from netstrata.datapath.maps import (
     policy_entry_of,
     policy_key_of,
 )
+from netstrata.datapath.policy_batch import encode_policy_entries, encode_policy_keys
 from netstrata.errors import DatapathError
 from netstrata.netns import attach_bpf, detach_bpf, ifindex, ifname_of
 from netstrata.policy.types import MapStateEntry, MapStateKey, ResolvedPolicy
@@ -84,6 +86,47 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyChange:
+    """The difference between two resolved policies of one endpoint (what `apply_change` writes)."""
+
+    endpoint_id: int
+    revision: int
+    upserts: Mapping[MapStateKey, MapStateEntry]
+    """New and changed entries, as resolved."""
+    removals: Collection[MapStateKey]
+    """Keys no longer in the policy."""
+    ingress_enforced: bool
+    egress_enforced: bool
+    audit: bool = False
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.upserts and not self.removals
+
+
+def policy_change(old: ResolvedPolicy | None, new: ResolvedPolicy) -> PolicyChange:
+    """`new` as a change from `old` (None: from nothing) of the same endpoint.
+
+    Entries shared by object (an untouched policy, or an incremental resolver update) cost
+    an identity check, not a comparison.
+    """
+    before: Mapping[MapStateKey, MapStateEntry] = old.entries if old is not None else {}
+    after = new.entries
+    if before is after:
+        upserts: dict[MapStateKey, MapStateEntry] = {}
+        removals: list[MapStateKey] = []
+    else:
+        upserts = {k: e for k, e in after.items() if (o := before.get(k)) is not e and o != e}
+        removals = [k for k in before if k not in after]
+    return PolicyChange(new.endpoint_id, new.revision, upserts, removals, new.ingress_enforced,
+                        new.egress_enforced, new.audit)
+
+
+def _flags_of(p: ResolvedPolicy | PolicyChange) -> int:
+    return int(endpoint_flags(p.ingress_enforced, p.egress_enforced, p.audit))
+
+
+@dataclass(frozen=True, slots=True)
 class DatapathStatistics:
     endpoints: int
     events_read: int
@@ -110,6 +153,8 @@ class KernelDatapath:
                                         name="nst_events")
         self._policies: dict[int, dict[MapStateKey, MapStateEntry]] = {}
         self._ipcache: dict[IPv4Network, int] | None = None
+        self._flags: dict[int, int] = {}
+        """Endpoint id -> enforcement flags we last wrote to all its endpoint entries."""
         self._events_read = 0
         self._policy_writes = 0
         self._policy_deletes = 0
@@ -143,6 +188,7 @@ class KernelDatapath:
         """Write the endpoint entry only (no tc attach): for a second address of an attached
         endpoint, or for `test_run()` on the loopback device (ifindex 1)."""
         key = EndpointKey(IPv4Address(ip))
+        self._flags.pop(endpoint_id, None)
         self._endpoints.update(key, EndpointInfo(endpoint_id, identity, ifindex, int(flags)))
         return key
 
@@ -164,14 +210,19 @@ class KernelDatapath:
         stale = [policy_key_of(endpoint_id, k) for k in self.dump_policy(endpoint_id)]
         self._policy.delete_many(stale)
         self._policies.pop(endpoint_id, None)
+        self._flags.pop(endpoint_id, None)
         self.flush_conntrack(endpoint_id)
         log.info("endpoint %d detached", endpoint_id)
 
     def _set_endpoint_flags(self, endpoint_id: int, flags: int) -> None:
+        if self._flags.get(endpoint_id) == flags:
+            return  # written by us and not touched since: no walk of the endpoint map
+        self._flags.pop(endpoint_id, None)
         for ip, info in self.endpoints().items():
             if info.endpoint_id == endpoint_id and info.flags != flags:
                 self._endpoints.update(EndpointKey(ip), EndpointInfo(
                     info.endpoint_id, info.identity, info.ifindex, flags))
+        self._flags[endpoint_id] = flags
 
     # -------------------------------------------------------------------------- ipcache
 
@@ -212,33 +263,83 @@ class KernelDatapath:
     def apply_policy(self, resolved: ResolvedPolicy) -> Delta:
         """Bring the endpoint's policy entries and enforcement flags to `resolved`.
 
-        Make-before-break: upsert new/changed entries, then set the enforcement flags, then
-        delete stale entries. On a failure the entries written so far are rolled back to the
-        previous policy (best effort) and DatapathError is raised.
+        The whole MapState is compared with what was last applied (one pass over its entries,
+        no kernel reads after the first), and only the difference is written, as
+        `apply_change` does. A caller that knows the delta should hand over that instead: its
+        cost does not grow with the size of the policy.
         """
         ep = resolved.endpoint_id
-        old = self._policies.pop(ep, None)
-        if old is None:
-            old = self.dump_policy(ep)
-        new = {k: kernel_view(e) for k, e in resolved.entries.items()}
-        upserts = [k for k, e in new.items() if old.get(k) != e]
-        stale = [k for k in old if k not in new]
-        try:
-            self._policy.update_many([(policy_key_of(ep, k), policy_entry_of(k, new[k]))
-                                      for k in upserts])
-        except DatapathError:
-            self._rollback(ep, old, upserts)
-            raise
-        self._set_endpoint_flags(ep, int(endpoint_flags(
-            resolved.ingress_enforced, resolved.egress_enforced, resolved.audit)))
-        self._policy.delete_many([policy_key_of(ep, k) for k in stale])
+        old = self._held(ep)
+        new = {k: (replace(e, audit=False) if e.audit else e)
+               for k, e in resolved.entries.items()}
+        if old:
+            upserts = [k for k, e in new.items() if (o := old.get(k)) is not e and o != e]
+            stale = [k for k in old if k not in new]
+        else:
+            upserts, stale = list(new), []
+        delta = self._write_policy(ep, old, upserts, new, stale, _flags_of(resolved))
         self._policies[ep] = new
+        self._log_applied(ep, resolved.revision, delta)
+        return delta
+
+    def apply_change(self, change: PolicyChange) -> Delta:
+        """Write one endpoint's policy delta: upserts, then the enforcement flags, then removals.
+
+        The cost is that of the delta alone (the entries of `change`), whatever the size of
+        the endpoint's policy: what was last applied is kept per endpoint and updated in
+        place. Make-before-break as `apply_policy`. Entries already held as they are and
+        removals of keys not held are skipped.
+        """
+        ep = change.endpoint_id
+        held = self._held(ep)
+        want = {k: (replace(e, audit=False) if e.audit else e) for k, e in change.upserts.items()}
+        upserts = [k for k, e in want.items() if (o := held.get(k)) is not e and o != e]
+        stale = [k for k in change.removals if k in held and k not in want]
+        delta = self._write_policy(ep, held, upserts, want, stale, _flags_of(change))
+        for k in upserts:
+            held[k] = want[k]
+        for k in stale:
+            del held[k]
+        self._policies[ep] = held
+        self._log_applied(ep, change.revision, delta)
+        return delta
+
+    def _held(self, ep: int) -> dict[MapStateKey, MapStateEntry]:
+        """What was last applied to `ep` (read back from the kernel once, after a restart).
+
+        Taken out of the cache while a write is under way, so a failed write makes the next
+        call read the kernel again instead of trusting a half-applied copy.
+        """
+        held = self._policies.pop(ep, None)
+        return self.dump_policy(ep) if held is None else held
+
+    def _write_policy(self, ep: int, held: Mapping[MapStateKey, MapStateEntry],
+                      upserts: list[MapStateKey],
+                      entries: Mapping[MapStateKey, MapStateEntry], stale: list[MapStateKey],
+                      flags: int) -> Delta:
+        """Make-before-break: upsert new/changed entries (one batch), then set the enforcement
+        flags, then delete stale entries (one batch). On a failed upsert the entries written
+        so far are rolled back to the previous policy (best effort) and DatapathError is
+        raised; the endpoint's held state is then re-read from the kernel on the next call."""
+        added = sum(1 for k in upserts if k not in held)
+        if upserts:
+            try:
+                self._policy.update_raw(
+                    encode_policy_keys(ep, upserts),
+                    encode_policy_entries(upserts, [entries[k] for k in upserts]))
+            except DatapathError:
+                self._rollback(ep, held, upserts)
+                raise
+        self._set_endpoint_flags(ep, flags)
+        if stale:
+            self._policy.delete_raw(encode_policy_keys(ep, stale))
         self._policy_writes += len(upserts)
         self._policy_deletes += len(stale)
-        added = sum(1 for k in upserts if k not in old)
-        log.info("endpoint %d policy revision %d applied (+%d ~%d -%d)", ep, resolved.revision,
-                 added, len(upserts) - added, len(stale))
         return Delta(added, len(upserts) - added, len(stale))
+
+    def _log_applied(self, ep: int, revision: int, delta: Delta) -> None:
+        log.info("endpoint %d policy revision %d applied (+%d ~%d -%d)", ep, revision,
+                  delta.added, delta.changed, delta.removed)
 
     def _rollback(self, ep: int, old: Mapping[MapStateKey, MapStateEntry],
                   touched: list[MapStateKey]) -> None:

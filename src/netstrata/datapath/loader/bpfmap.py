@@ -100,54 +100,78 @@ class BpfMap(Generic[K, V]):
         return out
 
     def update_many(self, pairs: Sequence[tuple[K, V]]) -> None:
-        """Insert or overwrite every pair: one BPF_MAP_UPDATE_BATCH where the map type has it.
+        """Insert or overwrite every pair (see `update_raw`)."""
+        if pairs:
+            self.update_raw(b"".join(self.key.encode(k) for k, _ in pairs),
+                            b"".join(self.value.encode(v) for _, v in pairs))
 
-        LPM tries have no batch operations (bpf(2) answers ENOTSUPP), so for them this falls
-        back to one update per element; the answer is remembered per map.
+    def update_raw(self, keys: bytes, values: bytes) -> None:
+        """Insert or overwrite encoded entries (keys and values concatenated, in order).
+
+        One BPF_MAP_UPDATE_BATCH where the map type has it: each element is replaced in
+        place, so a key that was there is never absent. Where bpf(2) answers ENOTSUPP (map
+        types or kernels without batch ops) this falls back to one update per element; the
+        answer is remembered per map.
         """
-        if not pairs:
+        ks, vs = self.key.size, self.value.size
+        count = len(keys) // ks
+        if len(keys) != count * ks or len(values) != count * vs:
+            raise ValueError(f"map {self.name}: {len(keys)} key bytes and {len(values)} value "
+                             f"bytes are not whole {ks}/{vs}-byte entries of one count")
+        if not count:
             return
+        lib = _libbpf.lib()
         if self._batch is not False:
-            keys = b"".join(self.key.encode(k) for k, _ in pairs)
-            values = b"".join(self.value.encode(v) for _, v in pairs)
-            count = ctypes.c_uint32(len(pairs))
+            n = ctypes.c_uint32(count)
             opts = _libbpf.MapBatchOpts(ctypes.sizeof(_libbpf.MapBatchOpts), 0, 0)
-            ret = _libbpf.lib().bpf_map_update_batch(self.fd, keys, values, ctypes.byref(count),
-                                                     ctypes.byref(opts))
+            ret = lib.bpf_map_update_batch(self.fd, keys, values, ctypes.byref(n),
+                                           ctypes.byref(opts))
             if ret == 0:
                 self._batch = True
                 return
             if -ret not in _BATCH_UNSUPPORTED:
-                raise self._fail(f"batch update of {len(pairs)} entries", ret)
+                raise self._fail(f"batch update of {count} entries ({n.value} written)", ret)
             self._batch = False
-        for k, v in pairs:
-            self.update(k, v)
+        for i in range(count):
+            ret = lib.bpf_map_update_elem(self.fd, keys[i * ks:(i + 1) * ks],
+                                          values[i * vs:(i + 1) * vs], _libbpf.BPF_ANY)
+            if ret < 0:
+                raise self._fail(f"update of entry {i} of {count}", ret)
 
     def delete_many(self, keys: Iterable[K]) -> int:
-        """Delete every key that is there; returns how many were.
+        """Delete every key that is there; returns how many were (see `delete_raw`)."""
+        return self.delete_raw(b"".join(self.key.encode(k) for k in keys))
+
+    def delete_raw(self, keys: bytes) -> int:
+        """Delete every encoded key (concatenated) that is there; returns how many were.
 
         BPF_MAP_DELETE_BATCH where the map type has it; a batch stops at the first missing key
         (ENOENT, with the count done so far), so the rest is resubmitted past it.
         """
-        encoded = [self.key.encode(k) for k in keys]
-        if self._batch is False or not encoded:
-            return self._delete_each(encoded)
+        ks = self.key.size
+        if len(keys) % ks:
+            raise ValueError(f"map {self.name}: {len(keys)} key bytes are not whole {ks}-byte keys")
+        if self._batch is False or not keys:
+            return self._delete_each([keys[i:i + ks] for i in range(0, len(keys), ks)])
         deleted = 0
         opts = _libbpf.MapBatchOpts(ctypes.sizeof(_libbpf.MapBatchOpts), 0, 0)
-        while encoded:
-            count = ctypes.c_uint32(len(encoded))
-            ret = _libbpf.lib().bpf_map_delete_batch(self.fd, b"".join(encoded),
-                                                     ctypes.byref(count), ctypes.byref(opts))
+        view = memoryview(keys)
+        while view:
+            left = len(view) // ks
+            count = ctypes.c_uint32(left)
+            ret = _libbpf.lib().bpf_map_delete_batch(self.fd, bytes(view), ctypes.byref(count),
+                                                     ctypes.byref(opts))
             if ret == 0:
                 self._batch = True
-                return deleted + len(encoded)
+                return deleted + left
             if -ret in _BATCH_UNSUPPORTED:
                 self._batch = False
-                return deleted + self._delete_each(encoded)
+                return deleted + self._delete_each(
+                    [bytes(view[i:i + ks]) for i in range(0, len(view), ks)])
             if ret != -errno.ENOENT:
-                raise self._fail(f"batch delete of {len(encoded)} entries", ret)
+                raise self._fail(f"batch delete of {left} entries", ret)
             deleted += count.value
-            encoded = encoded[count.value + 1:]
+            view = view[(count.value + 1) * ks:]
         return deleted
 
     def _delete_each(self, encoded: list[bytes]) -> int:
