@@ -7,11 +7,13 @@ applied policy; a restarted agent re-opens the pins, recomputes, and writes only
 
 What it does, each part a named task under one TaskGroup:
 
-* watch: poll the manifests directory (mtime/size of every file) and the lab's agent-wide
-  settings (`agent-config.json`, `netstrata lab config`: audit mode); once a change has been
-  stable for one poll interval (an editor's truncate-then-write is not read half way), read
-  and check every file, resolve through the reference code path (`agent/sources.py`) and
-  push the difference into the kernel (`agent/node.py`). A manifest that does not parse,
+* watch: wake on inotify (`agent/watch.py`) when a file of the manifests directory or the
+  lab's agent-wide settings (`agent-config.json`, `netstrata lab config`: audit mode) was
+  closed after writing or renamed into place, and reload at once; where inotify is missing,
+  poll (mtime/size of every file) and reload once a change has been stable for one poll
+  interval (an editor's truncate-then-write is not read half way). A reload reads and
+  checks every file, resolves through the reference code path (`agent/sources.py`) and
+  pushes the difference into the kernel (`agent/node.py`). A manifest that does not parse,
   validate or resolve (`ManifestError`, `PolicyConflictError`) is logged with file and line
   and changes nothing: the kernel keeps the previous policy byte for byte.
 * events: drain the ring buffer when its fd is readable; each event becomes a flow recorded
@@ -45,6 +47,7 @@ from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
 from netstrata.agent.proxy import NodeProxyRunner
 from netstrata.agent.sources import LabDefinition, load_definition, read_policies, resolve_view
 from netstrata.agent.state_metrics import record_sync, sample_maps
+from netstrata.agent.watch import open_watcher
 from netstrata.errors import ManifestError, PolicyConflictError
 from netstrata.lab.agent_config import AgentConfig, read_agent_config
 from netstrata.lab.clients import move_to_netns
@@ -143,13 +146,28 @@ class AgentDaemon:
         return snapshot(self.manifests) + snapshot(self.config_path)
 
     async def watch(self) -> None:
+        """Reload on inotify's word that a manifest was closed or renamed into place (at
+        once); and, as the fallback where inotify is missing or missed something, on a poll
+        seeing a change that stayed the same for one interval (never read half written)."""
+        watcher = open_watcher([self.manifests, self.config_path])
         previous = self.inputs()
-        while True:
-            await asyncio.sleep(POLL_S)
-            current = self.inputs()
-            if current == previous and current != self._applied:
-                await self.reload()
-            previous = current
+        try:
+            while True:
+                if watcher is None:
+                    await asyncio.sleep(POLL_S)
+                    finished = False
+                else:
+                    finished = await watcher.wait_changed(POLL_S)
+                current = self.inputs()
+                # an empty file may be the truncate of a truncate-then-write in two opens:
+                # leave it to the stability rule rather than apply "no policy" for a moment
+                whole = finished and all(size for _, _, size in current)
+                if current != self._applied and (whole or current == previous):
+                    await self.reload()
+                previous = current
+        finally:
+            if watcher is not None:
+                watcher.close()
 
     # -------------------------------------------------------------------------- events
 

@@ -26,7 +26,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from netstrata.agent.engine import HOST, KUBE_APISERVER, REMOTE_NODE, WORLD
-from netstrata.datapath.kernel import Delta, KernelDatapath, endpoint_flags
+from netstrata.datapath.kernel import Delta, KernelDatapath, endpoint_flags, policy_change
 from netstrata.datapath.maps import EndpointInfo, FlowEvent
 from netstrata.datapath.proxy_routing import install_proxy_routing
 from netstrata.lab.simulate import ReferenceLab
@@ -133,7 +133,11 @@ class NodeAgent:
             if resolved is None:
                 raise LookupError(f"no resolved policy for endpoint {ep.ref}")
             identity = view.identity_of[ep.ref]
-            deltas.append(dp.apply_policy(resolved))
+            # hand over the delta from what this process last applied (cost of the change, not
+            # of the policy); the first sync after a start diffs against the kernel instead
+            previous = self.policies.get(resolved.endpoint_id)
+            deltas.append(dp.apply_policy(resolved) if previous is None
+                          else dp.apply_change(policy_change(previous, resolved)))
             self.policies[resolved.endpoint_id] = resolved
             self.endpoint_ids[ep.ref] = resolved.endpoint_id
             revision = max(revision, resolved.revision)

@@ -3,10 +3,11 @@
 Two parts:
 
 * Programming time, no traffic: a full sync of N policy entries through
-  `KernelDatapath.apply_policy` (the agent's path: diff, codecs, batched map writes), with
-  the kernel's own floor beside it (the same bytes written from C with one
-  BPF_MAP_UPDATE_BATCH, and with N single updates); then one changed entry applied with 1k,
-  20k and N entries present, the path an agent takes for a one-line change.
+  `KernelDatapath.apply_policy` (bulk encoding, one BPF_MAP_UPDATE_BATCH), with the kernel's
+  own floor beside it (the same bytes written from C with one BPF_MAP_UPDATE_BATCH, and with
+  N single updates); then one changed entry with 1k, 20k and N entries present, handed over
+  as the resolver's delta (`apply_change`, the agent's path for a one-line change) and, for
+  comparison, as a whole MapState (`apply_policy`, one diff pass over every entry).
 * Time to enforce under churn: a server pod whose ingress policy is rewritten `rate` times a
   second by writing a CiliumNetworkPolicy manifest. Each change goes the whole way an agent
   takes it: the manifest file is written, loaded and validated (`api.load_manifests`),
@@ -19,9 +20,11 @@ Two parts:
 
 The policy cycles allow -> deny (an ingressDeny added over the allow) -> allow -> deny (the
 allow removed, the endpoint still enforced by a static background policy), so both ways a
-deny can come about are exercised. There is no watching agent yet, so this bench plays it
-inline: one thread writes the file and then runs the agent's steps; a write therefore never
-waits behind a slower one, and the achieved rate is reported beside the asked one.
+deny can come about are exercised. The bench plays the agent inline (the agent daemon needs a
+whole `lab up`): one thread writes the file and then runs the agent's steps, handing the
+kernel each endpoint's delta as `NodeAgent.sync` does; a write therefore never waits behind a
+slower one, and the achieved rate is reported beside the asked one. The daemon adds only its
+wake-up: inotify's IN_CLOSE_WRITE/IN_MOVED_TO, well under a millisecond.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Final
@@ -43,14 +46,15 @@ from netstrata.api import ManifestSet, load_manifests
 from netstrata.bench._iptables import synthetic_peers
 from netstrata.bench._loadgen import MapFill, ProbeLog, ProbeStream, build, run_mapfill
 from netstrata.bench.datapath import BenchError, missing_requirements, run_is_gone
-from netstrata.datapath.kernel import KernelDatapath, default_pin_dir, endpoint_flags
-from netstrata.datapath.maps import (
-    POLICY_ENTRY,
-    POLICY_KEY,
-    encode_map_state_entry,
-    encode_map_state_key,
-    kernel_view,
+from netstrata.datapath.kernel import (
+    KernelDatapath,
+    PolicyChange,
+    default_pin_dir,
+    endpoint_flags,
+    policy_change,
 )
+from netstrata.datapath.maps import POLICY_ENTRY, POLICY_KEY, kernel_view
+from netstrata.datapath.policy_batch import encode_policy_entries, encode_policy_keys
 from netstrata.lab.from_manifests import lab_from_manifests
 from netstrata.lab.simulate import ReferenceLab
 from netstrata.netns import PodLink, cleanup, list_netns, setup_node, wire_pod
@@ -109,7 +113,9 @@ class SyncResult:
     c_single: MapFill
     """The same N entries from C, one BPF_MAP_UPDATE_ELEM each."""
     change_ms: dict[int, tuple[float, float]]
-    """Entries present -> (median, max) ms of `apply_policy` for one changed entry."""
+    """Entries present -> (median, max) ms of `apply_change` for one changed entry."""
+    change_full_ms: dict[int, tuple[float, float]]
+    """The same change handed over as a whole MapState (`apply_policy`)."""
     c_one_update_us: float
     """One BPF_MAP_UPDATE_ELEM from C with N entries present (mean of 1,000)."""
 
@@ -168,9 +174,9 @@ def _entries(n: int, seed: int = 3) -> dict[MapStateKey, MapStateEntry]:
 
 
 def _encode(endpoint_id: int, entries: dict[MapStateKey, MapStateEntry]) -> tuple[bytes, bytes]:
-    keys = b"".join(encode_map_state_key(endpoint_id, k) for k in entries)
-    values = b"".join(encode_map_state_entry(k, kernel_view(e)) for k, e in entries.items())
-    return keys, values
+    keys = list(entries)
+    return (encode_policy_keys(endpoint_id, keys),
+            encode_policy_entries(keys, [kernel_view(e) for e in entries.values()]))
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -184,16 +190,28 @@ def _policy(entries: dict[MapStateKey, MapStateEntry], revision: int) -> Resolve
 
 
 def _one_change_ms(dp: KernelDatapath, entries: dict[MapStateKey, MapStateEntry],
-                   samples: int) -> tuple[float, float]:
-    """Median and max ms of applying one flipped entry (allow <-> deny) to `entries`."""
+                   samples: int, *, whole: bool) -> tuple[float, float]:
+    """Median and max ms of applying one flipped entry (allow <-> deny) to `entries`: as the
+    delta (`apply_change`) or, `whole`, as the whole MapState (`apply_policy`)."""
     key = next(iter(entries))
-    variants = [_policy(entries, 0), _policy(
-        {**entries, key: MapStateEntry(deny=True, precedence=255, cookie=6)}, 0)]
+    flipped = MapStateEntry(deny=True, precedence=255, cookie=6)
+    variants = [_policy(entries, 0), _policy({**entries, key: flipped}, 0)]
+    deltas = [PolicyChange(SCRATCH_EP, 0, {key: e}, (), True, True) for e in (entries[key], flipped)]
     times = []
     for i in range(samples):
-        policy = replace(variants[(i + 1) % 2], revision=100 + i)
-        times.append(_timed(functools.partial(dp.apply_policy, policy)))
+        if whole:
+            call = functools.partial(dp.apply_policy, replace(variants[(i + 1) % 2], revision=100 + i))
+        else:
+            call = functools.partial(dp.apply_change, replace(deltas[(i + 1) % 2], revision=100 + i))
+        times.append(_timed(call))
+    dp.apply_policy(variants[0])
     return statistics.median(times), max(times)
+
+
+def _changes(dp: KernelDatapath, entries: dict[MapStateKey, MapStateEntry],
+             samples: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    return (_one_change_ms(dp, entries, samples, whole=False),
+            _one_change_ms(dp, entries, samples, whole=True))
 
 
 def measure_sync(config: ChurnConfig, binary: Path, tag: str, progress: Progress) -> SyncResult:
@@ -216,21 +234,22 @@ def measure_sync(config: ChurnConfig, binary: Path, tag: str, progress: Progress
                  f"single {c_single.update_ns / 1e6:.1f} ms")
         full_ms = _timed(lambda: dp.apply_policy(_policy(entries, 1)))
         progress(f"Python full sync of {n} entries: {full_ms:.0f} ms")
-        changes = {n: _one_change_ms(dp, entries, config.change_samples)}
+        changes, whole = {}, {}
+        changes[n], whole[n] = _changes(dp, entries, config.change_samples)
         one = run_mapfill(binary, pin / "nst_policy", keys[: 1000 * POLICY_KEY.size],
                           values[: 1000 * POLICY_ENTRY.size], batch=False, workdir=work, **sizes)
         delete_ms = _timed(lambda: dp.apply_policy(_policy({}, 200)))
         for size in (s for s in CHANGE_SIZES if s < n):
             subset = dict(list(entries.items())[:size])
             dp.apply_policy(_policy(subset, 300))
-            changes[size] = _one_change_ms(dp, subset, config.change_samples)
+            changes[size], whole[size] = _changes(dp, subset, config.change_samples)
             dp.apply_policy(_policy({}, 301))
-        progress("one change: " + ", ".join(f"{k} present {v[0]:.2f} ms"
-                                             for k, v in sorted(changes.items())))
+        progress("one change (delta / whole MapState): " + ", ".join(
+            f"{k} present {v[0]:.2f} / {whole[k][0]:.2f} ms" for k, v in sorted(changes.items())))
     finally:
         dp.teardown()
         shutil.rmtree(work, ignore_errors=True)
-    return SyncResult(n, full_ms, encode_ms, delete_ms, c_batch, c_single, changes,
+    return SyncResult(n, full_ms, encode_ms, delete_ms, c_batch, c_single, changes, whole,
                       one.update_ns / one.count / 1000)
 
 
@@ -309,6 +328,8 @@ class _Agent:
     endpoint_ids: dict[int, int]
     """Engine endpoint id -> kernel endpoint id."""
     parsed: dict[Path, ManifestSet]
+    applied: dict[int, ResolvedPolicy] = field(default_factory=dict)
+    """Kernel endpoint id -> the policy last applied (the base of the next delta)."""
 
     def step(self, changed: Path | None = None) -> None:
         for path in [changed] if changed else sorted(self.policy_dir.glob("*.yaml")):
@@ -322,8 +343,13 @@ class _Agent:
             k: v for k, v in engine.cidr_prefixes().items()}
         self.datapath.sync_ipcache(prefixes)
         for engine_ep, kernel_ep in self.endpoint_ids.items():
-            resolved = engine.state.policies[engine_ep]
-            self.datapath.apply_policy(replace(resolved, endpoint_id=kernel_ep))
+            resolved = replace(engine.state.policies[engine_ep], endpoint_id=kernel_ep)
+            previous = self.applied.get(kernel_ep)
+            if previous is None:
+                self.datapath.apply_policy(resolved)
+            else:
+                self.datapath.apply_change(policy_change(previous, resolved))
+            self.applied[kernel_ep] = resolved
 
 
 def _build_agent(node: str, links: dict[str, PodLink], work: Path, pin: Path,
