@@ -5,20 +5,22 @@ UDP and TCP through `dnsproxy.DNSProxy`). For each accepted TCP connection it as
 `PolicySource` whose connection it is, builds the enforcement layer for the listener's parser
 (`layers.http_detect.HTTPDetectLayer`, which picks `layers.http.HTTPLayer` or
 `layers.http2.H2Layer` by the connection preface; `layers.kafka.KafkaLayer`) and runs one `_Connection`, which is the
-only code that touches the sockets (aioquic's `asyncio/protocol.py` pattern):
+only code that touches the sockets (aioquic's `asyncio/protocol.py` pattern). It is driven by
+asyncio protocol callbacks, not by reader tasks: a request costs a callback per socket read and
+no task switch, no `drain()` and no timer re-arm (measured in `netstrata bench proxy`):
 
-* a client pump: read, feed `ClientData`/`ClientEof`, execute the commands, await drain;
-  it waits while the layer says `wants_client_data` is false (pipelining, upstream not yet
-  open, too many Kafka responses owed), so nothing is buffered without bound;
-* an upstream pump per `OpenServer`: connect to the original destination (connect timeout),
-  then read and feed `ServerData`/`ServerEof`;
-* a timer task: sleeps until `layer.get_timer()` and calls `handle_timer(now)`.
+* client bytes become `ClientData`/`ClientEof`, upstream bytes `ServerData`/`ServerEof`, and
+  the layer's commands are executed in the same callback;
+* the client is read only while the layer says `wants_client_data` (pipelining, upstream not
+  yet open, too many Kafka responses owed) and the upstream takes what we write; the upstream
+  is read only while the client takes what we write; so nothing is buffered without bound;
+* `OpenServer` starts one connect task (connect timeout) to the original destination;
+* the layer's timer is one `call_later` handle, moved only when the deadline comes earlier.
 
-The three live in one `asyncio.TaskGroup`; the connection ends when the layer closes the
-client. Failure containment: a connection that raises anything is logged and closed (the
+Failure containment: a layer that raises anything is logged and its connection closed (the
 `except Exception` at the connection edge, STYLE.md: fail closed); other connections and the
 listeners go on. Writes that a client or an upstream leaves unread for `Timeouts.read` close
-the connection, so a peer that stops reading cannot pin a pump (and its buffers) forever.
+the connection, so a peer that stops reading cannot pin a connection (and its buffers) forever.
 
 Closing a client after an error reply is a lingering close (nginx's `lingering_close`): we
 send FIN and discard what the client still sends for up to `ProxyConfig.linger` seconds, so
@@ -37,7 +39,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, cast
 
 from netstrata.datapath.reference.l7 import SecretLookup
 from netstrata.observe.flow import Flow, L7FlowType
@@ -180,7 +182,7 @@ class NodeProxy:
         self._servers: dict[str, asyncio.Server] = {}
         self._dns: dict[str, DNSProxy] = {}
         self._addresses: dict[str, Address] = {}
-        self._connections: dict[asyncio.Task[None], _Connection | None] = {}
+        self._connections: set[_Connection] = set()
         self._ids = itertools.count(1)
         self._total = self._refused = self._failed = 0
         self._forwarded = self._denied = 0
@@ -214,15 +216,14 @@ class NodeProxy:
             address = await dns.start(spec.host, spec.port)
             self._dns[spec.name] = dns
         elif spec.transparent:
-            server = await asyncio.start_server(
-                lambda r, w: self._on_client(spec, r, w), sock=self._transparent_listener(spec))
+            server = await asyncio.get_running_loop().create_server(
+                lambda: _ClientProtocol(self, spec), sock=self._transparent_listener(spec))
             sockname = server.sockets[0].getsockname()
             address = (sockname[0], int(sockname[1]))
             self._servers[spec.name] = server
         else:
-            server = await asyncio.start_server(
-                lambda r, w: self._on_client(spec, r, w), spec.host, spec.port,
-                reuse_address=True)
+            server = await asyncio.get_running_loop().create_server(
+                lambda: _ClientProtocol(self, spec), spec.host, spec.port, reuse_address=True)
             sockname = server.sockets[0].getsockname()
             address = (sockname[0], int(sockname[1]))
             self._servers[spec.name] = server
@@ -246,7 +247,7 @@ class NodeProxy:
         return sock
 
     async def _open_transparent(self, spec: ListenerSpec, client: Address, address: Address
-                                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                                ) -> socket.socket:
         """An upstream connection from the client's own address, marked as the proxy's."""
         sock = self.socket_factory(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -259,7 +260,7 @@ class NodeProxy:
         except BaseException:
             sock.close()
             raise
-        return await asyncio.open_connection(sock=sock)
+        return sock
 
     async def remove_listener(self, name: str) -> None:
         """Stop accepting on a listener (its open connections go on until they end)."""
@@ -274,22 +275,22 @@ class NodeProxy:
     async def aclose(self) -> None:
         """Stop every listener and end every connection.
 
-        Connections are asked to stop (they flush and close like any other) rather than
-        cancelled: asyncio's stream server logs a cancelled handler as an error on 3.11. One
-        that has not ended after the lingering time is cancelled all the same.
+        Connections are asked to stop (they flush and linger-close like any other); one that
+        has not ended after the lingering time is aborted.
         """
         for name in list(self._addresses):
             await self.remove_listener(name)
-        for conn in self._connections.values():
-            if conn is not None:
-                conn.stop()
-        tasks = list(self._connections)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.config.linger + 1.0)
-            for task in pending:
-                task.cancel()
+        conns = list(self._connections)
+        for conn in conns:
+            conn.stop()
+        if conns:
+            _, pending = await asyncio.wait([c.finished for c in conns],
+                                            timeout=self.config.linger + 1.0)
             if pending:
-                await asyncio.wait(pending)
+                for conn in conns:
+                    if not conn.finished.done():
+                        conn.abort()
+                await asyncio.wait(pending, timeout=1.0)
 
     def statistics(self) -> ProxyStatistics:
         """Counters since start."""
@@ -315,245 +316,391 @@ class NodeProxy:
         # HTTP/1.1 or h2c (gRPC), told apart by the connection preface
         return HTTPDetectLayer(ctx, self.config.http, self.config.http2)
 
-    async def _on_client(self, spec: ListenerSpec, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        conn_id = f"{spec.name}#{next(self._ids)}"
-        self._connections[task] = None
-        self._total += 1
-        try:
-            info = self._identify(spec, writer)
-            if info is None or len(self._connections) > self.config.max_connections:
-                self._refused += 1
-                log.warning("[%s] refused: %s", conn_id, "connection limit reached"
-                            if info is not None else "not a known endpoint's connection")
-                writer.transport.abort()
-                return
-            conn_log = _ConnLog(log, {"conn": conn_id})
-            conn = self._connections[task] = _Connection(
-                self, self._make_layer(spec, info), reader, writer, conn_log)
-            if spec.transparent:
-                client = info.client
-                conn.open_upstream = lambda address: self._open_transparent(spec, client, address)
-            await conn.run()
-        except Exception:  # the connection edge: log, fail closed, keep serving the others
-            self._failed += 1
-            log.exception("[%s] connection failed; closed", conn_id)
-            writer.transport.abort()
-        finally:
-            self._connections.pop(task, None)
+    def _client_protocol(self, spec: ListenerSpec) -> _ClientProtocol:
+        return _ClientProtocol(self, spec)
 
-    def _identify(self, spec: ListenerSpec, writer: asyncio.StreamWriter) -> ConnectionInfo | None:
-        peer = writer.get_extra_info("peername")
-        local = writer.get_extra_info("sockname")
+    def _accept(self, spec: ListenerSpec, proto: _ClientProtocol,
+                transport: asyncio.Transport) -> _Connection | None:
+        """A new client connection: its layer and `_Connection`, or None when refused."""
+        conn_id = f"{spec.name}#{next(self._ids)}"
+        self._total += 1
+        info = self._identify(spec, transport)
+        if info is None or len(self._connections) >= self.config.max_connections:
+            self._refused += 1
+            log.warning("[%s] refused: %s", conn_id, "connection limit reached"
+                        if info is not None else "not a known endpoint's connection")
+            transport.abort()
+            return None
+        conn = _Connection(self, self._make_layer(spec, info), transport,
+                           _ConnLog(log, {"conn": conn_id}))
+        if spec.transparent:
+            client = info.client
+            conn.open_socket = lambda address: self._open_transparent(spec, client, address)
+        self._connections.add(conn)
+        return conn
+
+    def _identify(self, spec: ListenerSpec, transport: asyncio.BaseTransport
+                  ) -> ConnectionInfo | None:
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
         if not peer or not local:
             return None
         return self.source.resolve(spec.name, spec.direction, Proto.TCP,
                                    (peer[0], int(peer[1])), (local[0], int(local[1])))
 
 
-@dataclass(slots=True)
-class _Upstream:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    dirty: bool = False
+class _ClientProtocol(asyncio.Protocol):
+    """A client socket's callbacks, handed to its `_Connection`."""
+
+    __slots__ = ("_proxy", "_spec", "conn")
+
+    def __init__(self, proxy: NodeProxy, spec: ListenerSpec) -> None:
+        self._proxy = proxy
+        self._spec = spec
+        self.conn: _Connection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport is no asyncio.Transport subclass, hence the cast
+        self.conn = self._proxy._accept(self._spec, self, cast(asyncio.Transport, transport))
+        if self.conn is not None:
+            self.conn.start()
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn.client_data(data)
+
+    def eof_received(self) -> bool:
+        if self.conn is not None:
+            self.conn.client_eof()
+        return True  # half-open: the reply in flight still goes out, then we close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.conn.client_lost()
+
+    def pause_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.client_write_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.conn is not None:
+            self.conn.client_write_paused(False)
+
+
+class _UpstreamProtocol(asyncio.Protocol):
+    """One upstream socket's callbacks; ignored by the connection once it is not current."""
+
+    __slots__ = ("_conn", "transport", "eof")
+
+    def __init__(self, conn: _Connection) -> None:
+        self._conn = conn
+        self.transport: asyncio.Transport | None = None
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._conn.server_data(self, data)
+
+    def eof_received(self) -> bool:
+        self._conn.server_eof(self)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._conn.server_eof(self)  # a reset reads as the end of what the upstream sent
+
+    def pause_writing(self) -> None:
+        self._conn.server_write_paused(self, True)
+
+    def resume_writing(self) -> None:
+        self._conn.server_write_paused(self, False)
 
 
 class _Connection:
-    """Executes one layer's commands against one client socket and its upstream."""
+    """Executes one layer's commands against one client transport and its upstream.
 
-    def __init__(self, proxy: NodeProxy, layer: Layer, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, conn_log: _ConnLog) -> None:
+    Everything happens in the transports' callbacks (no task per connection or per read):
+    bytes in become events, the layer's commands are carried out at once. Backpressure is
+    the transports' own: the client is read only while the layer wants data and the upstream
+    takes what we write (and vice versa); a side that stops reading for `Timeouts.read`
+    closes the connection. The layer's timer is one `call_later` handle that is moved only
+    when the layer's deadline comes earlier; a later deadline is found when the handle fires
+    (so a keep-alive request does not cancel and re-arm a timer).
+    """
+
+    def __init__(self, proxy: NodeProxy, layer: Layer, transport: asyncio.Transport,
+                 conn_log: _ConnLog) -> None:
         self._proxy = proxy
+        self._clock = proxy.clock
         self._layer = layer
-        self._reader = reader
-        self._writer = writer
+        self._client = transport
         self._log = conn_log
         self._timeouts = proxy.config.kafka.timeouts if isinstance(layer, KafkaLayer) else (
             proxy.config.http.timeouts)
-        self._up: _Upstream | None = None
-        self.open_upstream: Callable[[Address], Awaitable[
-            tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = _open_plain
-        self._client_dirty = False
-        self._done = asyncio.Event()
-        self._readable = asyncio.Event()
-        self._timer_changed = asyncio.Event()
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loop = asyncio.get_running_loop()
+        self._up: _UpstreamProtocol | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self.open_socket: Callable[[Address], Awaitable[socket.socket]] | None = None
+        """Makes the connected upstream socket (transparent listeners); None: a plain one."""
+        self._done = False
+        self._lost = False
+        self._client_eof = False
+        self._reading = True
+        self._client_stalled = False
+        self._server_stalled = False
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._discarded = 0
+        self.finished: asyncio.Future[None] = self._loop.create_future()
+
+    # ---- the client's callbacks --------------------------------------------------------------
+
+    def start(self) -> None:
+        self._feed(Start())
 
     def stop(self) -> None:
         """End the connection as if the layer had closed it (proxy shutdown)."""
-        self._done.set()
-        self._readable.set()
+        self._end()
 
-    async def run(self) -> None:
+    def abort(self) -> None:
+        """Drop both sockets at once (a shutdown that lingered too long)."""
+        self._done = True
+        self._close_upstream()
+        self._client.abort()
+
+    def client_data(self, data: bytes) -> None:
+        if self._done:
+            self._discard(len(data))
+            return
+        self._feed(ClientData(data))
+
+    def client_eof(self) -> None:
+        self._client_eof = True
+        if self._done:
+            self._client.close()  # lingering close: the client is done too
+            return
+        self._feed(ClientEof())
+
+    def client_lost(self) -> None:
+        self._lost = True
+        if not self._done and not self._client_eof:
+            self._feed(ClientEof())
+        self._end()
+        for handle in (self._timer, self._stall_timer, self._linger_timer):
+            if handle is not None:
+                handle.cancel()
+        self._proxy._connections.discard(self)
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def client_write_paused(self, paused: bool) -> None:
+        self._client_stalled = paused
+        self._update_stall()
+        up = self._up
+        if up is not None and up.transport is not None and not up.transport.is_closing():
+            if paused:
+                up.transport.pause_reading()
+            else:
+                up.transport.resume_reading()
+
+    # ---- the upstream's callbacks ------------------------------------------------------------
+
+    def server_data(self, up: _UpstreamProtocol, data: bytes) -> None:
+        if up is self._up and not self._done:
+            self._feed(ServerData(data))
+
+    def server_eof(self, up: _UpstreamProtocol) -> None:
+        if up.eof:
+            return
+        up.eof = True
+        if up is self._up and not self._done:
+            self._feed(ServerEof())
+
+    def server_write_paused(self, up: _UpstreamProtocol, paused: bool) -> None:
+        if up is self._up:
+            self._server_stalled = paused
+            self._update_stall()
+            self._update_reading()
+
+    async def _connect(self, address: Address) -> None:
+        up = _UpstreamProtocol(self)
         try:
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                self._feed(Start())
-                self._tasks.append(tg.create_task(self._pump_client(), name="client pump"))
-                self._tasks.append(tg.create_task(self._run_timer(), name="timer"))
-                await self._flush()
-                await self._done.wait()
-                self._tg = None
-                self._close_upstream()
-                for task in self._tasks:
-                    task.cancel()
-            await self._linger()
-        finally:
-            self._close_upstream()
-            if not self._writer.is_closing():
-                self._writer.transport.abort()
+            async with asyncio.timeout(self._timeouts.connect):
+                if self.open_socket is None:
+                    await self._loop.create_connection(lambda: up, address[0], address[1])
+                else:
+                    sock = await self.open_socket(address)
+                    await self._loop.create_connection(lambda: up, sock=sock)
+        except (OSError, TimeoutError) as exc:
+            self._connecting = None
+            if not self._done:
+                self._feed(ServerOpenFailed(_describe(exc)))
+            return
+        self._connecting = None
+        if self._done:
+            assert up.transport is not None
+            up.transport.close()
+            return
+        self._up = up
+        self._feed(ServerOpened())
 
     # ---- commands ----------------------------------------------------------------------------
 
     def _feed(self, event: Event) -> None:
-        self._execute(self._layer.handle(event, self._proxy.clock()))
+        try:
+            self._execute(self._layer.handle(event, self._clock()))
+        except Exception:  # the connection edge: log, fail closed, keep serving the others
+            self._fail()
+
+    def _fail(self) -> None:
+        self._proxy._failed += 1
+        self._log.exception("connection failed; closed")
+        self._close_upstream()
+        self._done = True
+        self._client.abort()
 
     def _execute(self, commands: list[Command]) -> None:
         for cmd in commands:
-            if isinstance(cmd, SendToClient):
-                if not self._done.is_set():
-                    self._writer.write(cmd.data)
-                    self._client_dirty = True
-            elif isinstance(cmd, SendToServer):
-                if self._up is not None:
-                    self._up.writer.write(cmd.data)
-                    self._up.dirty = True
-            elif isinstance(cmd, Verdict):
+            if type(cmd) is SendToClient:
+                if not self._done and not self._lost:
+                    self._client.write(cmd.data)
+            elif type(cmd) is SendToServer:
+                up = self._up
+                if up is not None and up.transport is not None:
+                    up.transport.write(cmd.data)
+            elif type(cmd) is Verdict:
                 self._proxy._emit(cmd.flow)
-            elif isinstance(cmd, Log):
+            elif type(cmd) is Log:
                 self._log.log(cmd.level, cmd.message)
-            elif isinstance(cmd, OpenServer):
-                if self._tg is not None:
-                    self._tasks = [t for t in self._tasks if not t.done()]
-                    self._tasks.append(self._tg.create_task(self._pump_server(cmd.address),
-                                                            name="server pump"))
-            elif isinstance(cmd, Close):
+            elif type(cmd) is OpenServer:
+                if not self._done:
+                    self._connecting = _spawn(self._connect(cmd.address), "upstream connect")
+            elif type(cmd) is Close:
                 self._close_upstream()
                 if cmd.side == "client":
-                    self._done.set()
-        if self._layer.wants_client_data and not self._done.is_set():
-            self._readable.set()
-        else:
-            self._readable.clear()
-        self._timer_changed.set()
+                    self._end()
+        if not self._done:
+            self._update_reading()
+            self._update_timer()
 
-    async def _flush(self) -> None:
-        """Backpressure: wait until both transports took what we wrote."""
-        if self._client_dirty and not self._writer.is_closing():
-            self._client_dirty = False
-            try:
-                async with asyncio.timeout(self._timeouts.read):
-                    await self._writer.drain()
-            except TimeoutError:
-                self._log.info("client does not read; closed")
-                self._done.set()
-            except ConnectionError:
-                self._done.set()
-        up = self._up
-        if up is not None and up.dirty:
-            up.dirty = False
-            try:
-                async with asyncio.timeout(self._timeouts.read):
-                    await up.writer.drain()
-            except TimeoutError:
-                self._log.info("upstream does not read; closed")
-                self._done.set()
-            except ConnectionError:
-                if up is self._up:
-                    self._feed(ServerEof())
+    def _update_reading(self) -> None:
+        want = self._layer.wants_client_data and not self._server_stalled and not self._done
+        if want != self._reading and not self._client.is_closing():
+            self._reading = want
+            if want:
+                self._client.resume_reading()
+            else:
+                self._client.pause_reading()
 
     def _close_upstream(self) -> None:
         up, self._up = self._up, None
-        if up is not None:
-            up.writer.close()
+        self._server_stalled = False
+        if up is not None and up.transport is not None:
+            up.transport.close()
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
 
-    # ---- pumps -------------------------------------------------------------------------------
+    # ---- timers ------------------------------------------------------------------------------
 
-    async def _pump_client(self) -> None:
-        size = self._proxy.config.read_size
-        while not self._done.is_set():
-            await self._readable.wait()
-            try:
-                data = await self._reader.read(size)
-            except ConnectionError:
-                data = b""
-            if self._done.is_set():
-                return
-            self._feed(ClientData(data) if data else ClientEof())
-            await self._flush()
-            if not data:
-                return
+    def _update_timer(self) -> None:
+        deadline = self._layer.get_timer()
+        if deadline is None:
+            return  # a pending handle finds no deadline and does nothing
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return  # fires first and re-arms for the later deadline
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_later(max(0.0, deadline - self._clock()), self._on_timer)
 
-    async def _pump_server(self, address: Address) -> None:
-        try:
-            async with asyncio.timeout(self._timeouts.connect):
-                reader, writer = await self.open_upstream(address)
-        except (OSError, TimeoutError) as exc:
-            self._feed(ServerOpenFailed(_describe(exc)))
-            await self._flush()
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._done:
             return
-        up = self._up = _Upstream(reader, writer)
-        self._feed(ServerOpened())
-        await self._flush()
-        size = self._proxy.config.read_size
-        while up is self._up:
-            try:
-                data = await reader.read(size)
-            except ConnectionError:
-                data = b""
-            if up is not self._up:
-                break
-            self._feed(ServerData(data) if data else ServerEof())
-            await self._flush()
-            if not data:
-                break
-        writer.close()
-
-    async def _run_timer(self) -> None:
-        clock = self._proxy.clock
-        while not self._done.is_set():
-            self._timer_changed.clear()
-            deadline = self._layer.get_timer()
-            if deadline is None:
-                await self._timer_changed.wait()
-                continue
-            delay = deadline - clock()
-            if delay > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await self._timer_changed.wait()
-                    continue
-                except TimeoutError:
-                    pass
-            self._execute(self._layer.handle_timer(clock()))
-            await self._flush()
-
-    async def _linger(self) -> None:
-        """Flush, half-close, discard late client bytes for a while, then close."""
-        writer = self._writer
-        if writer.is_closing():
+        now = self._clock()
+        deadline = self._layer.get_timer()
+        if deadline is None:
+            return
+        if deadline > now:
+            self._update_timer()
             return
         try:
-            async with asyncio.timeout(self._proxy.config.linger):
-                await writer.drain()
-                if writer.can_write_eof():
-                    writer.write_eof()
-                discarded = 0
-                while discarded < 1 << 20:
-                    chunk = await self._reader.read(self._proxy.config.read_size)
-                    if not chunk:
-                        break
-                    discarded += len(chunk)
-        except (TimeoutError, ConnectionError, OSError):
-            pass
-        writer.close()
+            self._execute(self._layer.handle_timer(now))
+        except Exception:
+            self._fail()
+
+    def _update_stall(self) -> None:
+        stalled = self._client_stalled or self._server_stalled
+        if stalled and self._stall_timer is None:
+            self._stall_timer = self._loop.call_later(self._timeouts.read, self._on_stall)
+        elif not stalled and self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _on_stall(self) -> None:
+        self._stall_timer = None
+        if self._client_stalled:
+            self._log.info("client does not read; closed")
+            self._close_upstream()
+            self._done = True
+            self._client.abort()
+        elif self._server_stalled:
+            self._log.info("upstream does not read; closed")
+            self._end()
+
+    # ---- the end -----------------------------------------------------------------------------
+
+    def _end(self) -> None:
+        """Close the upstream and linger-close the client (see the module docstring)."""
+        if self._done:
+            return
+        self._done = True
+        self._close_upstream()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        client = self._client
+        if self._lost or client.is_closing():
+            return
+        if self._client_eof:
+            client.close()  # nothing more can come: flush and close, no lingering needed
+            return
+        if client.can_write_eof():
+            client.write_eof()  # after what is buffered; then discard late client bytes
+        if not self._reading:
+            self._reading = True
+            client.resume_reading()
+        self._linger_timer = self._loop.call_later(self._proxy.config.linger, self._linger_over)
+
+    def _discard(self, n: int) -> None:
+        self._discarded += n
+        if self._discarded >= 1 << 20:
+            self._linger_over()
+
+    def _linger_over(self) -> None:
+        self._linger_timer = None
+        client = self._client
+        if client.is_closing():
+            return
+        if client.get_write_buffer_size():
+            client.abort()  # the client never read the reply; do not keep it buffered
+        else:
+            client.close()
 
 
-async def _open_plain(address: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection(address[0], address[1])
+_background: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A named task kept referenced until it ends (a bare task can be garbage-collected)."""
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
 
 
 def _describe(exc: BaseException) -> str:
