@@ -20,6 +20,7 @@ filter sees:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -73,9 +74,14 @@ def joined_headers(headers: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return {k: ",".join(v) for k, v in out.items()}
 
 
-def remote_address(request: MeshRequest) -> str:
-    """Envoy's trusted client address for this workload kind (see module docstring)."""
-    xff = joined_headers(request.headers).get("x-forwarded-for") if request.is_http else None
+def remote_address(request: MeshRequest, headers: Mapping[str, str] | None = None) -> str:
+    """Envoy's trusted client address for this workload kind (see module docstring);
+    `headers`: the request's `joined_headers`, when the caller has them already."""
+    if not request.is_http:
+        xff = None
+    else:
+        xff = (joined_headers(request.headers) if headers is None else headers).get(
+            "x-forwarded-for")
     entries = [e.strip() for e in xff.split(",")] if xff else []
     if request.workload.kind == "gateway":
         hops = request.workload.num_trusted_proxies
@@ -105,11 +111,18 @@ def path_policy(request: MeshRequest, mesh: MeshConfig) -> PathPolicy:
                       escaped)
 
 
+@functools.lru_cache(maxsize=4096)
+def _apply_path_policy(target: str, policy: PathPolicy, grpc: bool) -> PathOutcome:
+    """Normalization is a pure function of these three, and request paths repeat."""
+    return apply_path_policy(target, policy, grpc=grpc)
+
+
 def normalized_target(request: MeshRequest, mesh: MeshConfig) -> PathOutcome:
     """What the connection manager makes of the request target (query kept)."""
-    grpc = request.protocol == "grpc" or (joined_headers(request.headers).get(
-        "content-type", "").startswith("application/grpc"))
-    return apply_path_policy(request.path or "/", path_policy(request, mesh), grpc=grpc)
+    # the first content-type decides: joined with `,`, the others cannot change the prefix
+    content_type = next((v for k, v in request.headers if k.lower() == "content-type"), "")
+    grpc = request.protocol == "grpc" or content_type.startswith("application/grpc")
+    return _apply_path_policy(request.path or "/", path_policy(request, mesh), grpc)
 
 
 def match_path(target: str) -> str:
@@ -133,7 +146,7 @@ def build_attributes(request: MeshRequest, peer: Peer, *, target: str | None = N
             hdrs[":authority"] = request.host
             hdrs["host"] = request.host
     return Attributes(
-        is_http=is_http, source_ip=request.source_ip, remote_ip=remote_address(request),
+        is_http=is_http, source_ip=request.source_ip, remote_ip=remote_address(request, hdrs if headers is None else None),
         destination_port=request.destination_port,
         destination_ip=request.destination_ip or request.workload.ip,
         principal_uri=SPIFFE_PREFIX + peer.principal if peer.mtls and peer.principal else None,

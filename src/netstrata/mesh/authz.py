@@ -18,21 +18,24 @@ gRPC providers, and every denial is a reset. `decided_by` follows the acceptance
 conventions: the deciding rule's name, `none`, `no-policies`, `no-allow-policies`,
 `request-authentication`, `mtls:<reason>`, `bypass:<annotation>` or `custom:<provider>`.
 Sans-IO: time, ext-authz answers and remote JWKS come in as arguments.
+
+Selection and rule compilation happen once per policy snapshot and workload
+(`mesh.compiled`); `evaluate` finds the snapshot of the objects it is given again, and
+`evaluate_uncompiled` is the plain per-request form the compiled one is tested against.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from netstrata.api.istio import AuthorizationPolicy, IstioObject, JWTRule
+from netstrata.api.istio import IstioObject
 from netstrata.mesh import selection
 from netstrata.mesh.attributes import Attributes, build_attributes, normalized_target
+from netstrata.mesh.compiled import ChainRules, PolicySet, WorkloadPolicies, policy_set
 from netstrata.mesh.jwt import authenticate
-from netstrata.mesh.rules import CompiledRule, compile_policy, first_match
-from netstrata.mesh.trustdomain import TrustDomainBundle
 from netstrata.mesh.types import (
     DryRun,
     ExtAuthzClient,
@@ -58,6 +61,7 @@ class _Run:
     """Mutable scratch of one evaluation; the result is the frozen MeshDecision."""
 
     request: MeshRequest
+    is_http: bool
     notes: list[str] = field(default_factory=list)
     audited_by: str | None = None
     shadow_allow: ShadowResult | None = None
@@ -68,7 +72,7 @@ class _Run:
                body: str | None = None,
                upstream: tuple[tuple[str, str], ...] | None = None) -> MeshDecision:
         grpc = None
-        if self.is_grpc and outcome in ("deny-403", "deny-401"):
+        if outcome in ("deny-403", "deny-401") and self.is_grpc:
             grpc = GRPC_UNAUTHENTICATED if outcome == "deny-401" else GRPC_PERMISSION_DENIED
         dry = (DryRun(self.shadow_allow, self.shadow_deny)
                if self.shadow_allow or self.shadow_deny else None)
@@ -80,7 +84,7 @@ class _Run:
 
     def deny(self, decided_by: str, *, status: int = 403, body: str = RBAC_DENIED_BODY,
              ) -> MeshDecision:
-        if not self.request.is_http:
+        if not self.is_http:
             return self.decide("tcp-reset", decided_by)
         return self.decide("deny-401" if status == 401 else "deny-403", decided_by,
                            status=status, body=body)
@@ -88,33 +92,15 @@ class _Run:
     @property
     def is_grpc(self) -> bool:
         ct = dict((k.lower(), v) for k, v in self.request.headers).get("content-type", "")
-        return self.request.is_http and (self.request.protocol == "grpc"
-                                         or ct.startswith("application/grpc"))
+        return self.is_http and (self.request.protocol == "grpc"
+                                 or ct.startswith("application/grpc"))
 
 
-@dataclass(frozen=True, slots=True)
-class _Split:
-    """The applicable AuthorizationPolicies of one action, enforced and dry-run."""
-
-    enforced: tuple[AuthorizationPolicy, ...]
-    dry_run: tuple[AuthorizationPolicy, ...]
-
-    def rules(self, bundle: TrustDomainBundle, for_tcp: bool,
-              dry: bool = False) -> tuple[CompiledRule, ...]:
-        return tuple(r for p in (self.dry_run if dry else self.enforced)
-                     for r in compile_policy(p, bundle, for_tcp=for_tcp))
-
-
-def _split(policies: Sequence[AuthorizationPolicy], action: str) -> _Split:
-    mine = [p for p in policies if p.action == action]
-    return _Split(tuple(p for p in mine if not p.dry_run), tuple(p for p in mine if p.dry_run))
-
-
-def _connection(run: _Run, objects: Sequence[IstioObject], peer: Peer,
-                mesh: MeshConfig) -> tuple[Peer, MeshDecision | None]:
+def _connection(run: _Run, policies: PolicySet, compiled: WorkloadPolicies,
+                peer: Peer) -> tuple[Peer, MeshDecision | None]:
     """Steps 1-2: capture and mTLS. Returns the peer as the proxy sees it, or a decision."""
-    req, wl = run.request, run.request.workload
-    if wl.kind == "sidecar":
+    req, wl, mesh = run.request, run.request.workload, policies.mesh
+    if wl.kind == "sidecar" and wl.annotations:
         bypass = selection.inbound_bypass(wl, req.destination_port)
         if bypass is not None:
             run.notes.append(f"port {req.destination_port} is not captured ({bypass}): the "
@@ -127,7 +113,7 @@ def _connection(run: _Run, objects: Sequence[IstioObject], peer: Peer,
                          "no client principal")
         peer = Peer(False, None, peer.sni)
     if wl.kind == "sidecar":
-        res = selection.mtls_mode(objects, wl, req.destination_port, mesh)
+        res = compiled.mtls_mode(policies.objects, wl, req.destination_port, mesh)
         run.notes.append(f"mTLS mode {res.mode} ({res.source})")
         if res.mode == "STRICT" and not peer.mtls:
             run.notes.append("STRICT refuses a plaintext client: no filter chain matches")
@@ -136,7 +122,7 @@ def _connection(run: _Run, objects: Sequence[IstioObject], peer: Peer,
             run.notes.append("DISABLE: the client's auto-mTLS sends plaintext; no principal")
             peer = Peer(False, None, peer.sni)
     if peer.mtls and peer.principal and not mesh.skip_validate_trust_domain:
-        bundle = TrustDomainBundle.of(mesh.trust_domain, mesh.trust_domain_aliases)
+        bundle = policies.bundle
         if not bundle.accepts_peer(peer.principal, mesh.ca_trust_domains):
             run.notes.append(f"client trust domain of {peer.principal} is not "
                              f"{', '.join(bundle.trust_domains)}: handshake fails")
@@ -144,22 +130,17 @@ def _connection(run: _Run, objects: Sequence[IstioObject], peer: Peer,
     return peer, None
 
 
-def _custom(run: _Run, policies: Sequence[AuthorizationPolicy], attrs: Attributes,
-            mesh: MeshConfig, bundle: TrustDomainBundle,
+def _custom(run: _Run, chain: ChainRules, attrs: Attributes, mesh: MeshConfig,
             ext_authz: ExtAuthzClient | None) -> MeshDecision | None:
     """Step 3 (builder.go buildHTTP/buildTCP for CUSTOM, extauthz.go)."""
-    custom = [p for p in policies if p.action == "CUSTOM"]
-    names = sorted({p.provider or "" for p in custom})
-    too_many = len(names) > 1 and not mesh.multiple_custom_providers
-    for name in names:
+    too_many = len(chain.custom) > 1 and not mesh.multiple_custom_providers
+    for name, rules in chain.custom:
         provider = mesh.provider(name)
         if (provider is not None and not too_many and not attrs.is_http
                 and provider.kind == "http"):
             run.notes.append(f"CUSTOM provider {name} is HTTP: ignored on a TCP port")
             continue
-        rules = tuple(r for p in custom if p.provider == name
-                      for r in compile_policy(p, bundle, for_tcp=not attrs.is_http))
-        hit = first_match(rules, attrs)
+        hit = rules.first_match(attrs)
         if hit is None:
             continue
         if provider is None or too_many:
@@ -183,45 +164,35 @@ def _custom(run: _Run, policies: Sequence[AuthorizationPolicy], attrs: Attribute
     return None
 
 
-def _merged_jwt_rules(objects: Sequence[IstioObject], run: _Run,
-                      mesh: MeshConfig) -> list[JWTRule]:
-    ras = selection.request_authentications(objects, run.request.workload, mesh)
-    return sorted((r for ra in ras for r in ra.jwt_rules), key=lambda r: r.issuer)
-
-
-def _rbac(run: _Run, policies: Sequence[AuthorizationPolicy], attrs: Attributes,
-          bundle: TrustDomainBundle, upstream: tuple[tuple[str, str], ...] | None,
-          ) -> MeshDecision:
+def _rbac(run: _Run, any_policy: bool, chain: ChainRules, attrs: Attributes,
+          upstream: tuple[tuple[str, str], ...] | None) -> MeshDecision:
     """Steps 5-8: AUDIT, DENY, ALLOW and their dry-run shadows."""
-    tcp = not attrs.is_http
-    audit = first_match(_split(policies, "AUDIT").rules(bundle, tcp), attrs)
+    audit = chain.audit.first_match(attrs) if chain.audit else None
     if audit is not None:
         run.audited_by = audit.name
         run.notes.append(f"audited by {audit.name}")
-    deny, allow = _split(policies, "DENY"), _split(policies, "ALLOW")
-    if deny.dry_run:
-        hit = first_match(deny.rules(bundle, tcp, dry=True), attrs)
+    if chain.has_deny_dry:
+        hit = chain.deny_dry.first_match(attrs)
         run.shadow_deny = ShadowResult("denied", hit.name) if hit else ShadowResult("allowed")
         run.notes.append(f"dry-run DENY: shadow {run.shadow_deny.result}"
                          + (f" by {hit.name}" if hit else ""))
-    denied = first_match(deny.rules(bundle, tcp), attrs)
+    denied = chain.deny.first_match(attrs) if chain.deny else None
     if denied is not None:
         run.notes.append(f"DENY {denied.name} matches" + (f" ({denied.note})"
                                                           if denied.note else ""))
         return run.deny(denied.name)
-    if allow.dry_run:
-        hit = first_match(allow.rules(bundle, tcp, dry=True), attrs)
+    if chain.has_allow_dry:
+        hit = chain.allow_dry.first_match(attrs)
         run.shadow_allow = ShadowResult("allowed", hit.name) if hit else ShadowResult("denied")
         run.notes.append(f"dry-run ALLOW: shadow {run.shadow_allow.result}"
                          + (f" by {hit.name}" if hit else ""))
-    if not allow.enforced:
-        word = "no-allow-policies" if policies else "no-policies"
+    if not chain.has_allow:
+        word = "no-allow-policies" if any_policy else "no-policies"
         run.notes.append("no enforced ALLOW policy: allowed")
         return run.decide("allow", word, upstream=upstream)
-    rules = allow.rules(bundle, tcp)
-    allowed = first_match(rules, attrs)
+    allowed = chain.allow.first_match(attrs)
     if allowed is None:
-        for r in sorted(rules, key=lambda r: r.name):
+        for r in chain.allow.rules:  # already in name order
             run.notes.append(f"ALLOW {r.name}: {r.first_failure(attrs)}")
         return run.deny("none")
     run.notes.append(f"ALLOW {allowed.name} matches")
@@ -244,6 +215,46 @@ def _http_target(run: _Run, mesh: MeshConfig) -> str | MeshDecision:
     return outcome.path
 
 
+def evaluate_compiled(policies: PolicySet, request: MeshRequest, peer: Peer, *, now: float,
+                      ext_authz: ExtAuthzClient | None = None,
+                      jwks_fetcher: JwksFetcher | None = None) -> MeshDecision:
+    """`evaluate` against a compiled snapshot (`mesh.compiled.PolicySet`); the node proxy
+    keeps one per policy version and calls this per request."""
+    mesh = policies.mesh
+    is_http = request.is_http
+    run = _Run(request, is_http)
+    compiled = policies.workload(request.workload)
+    peer, early = _connection(run, policies, compiled, peer)
+    if early is not None:
+        return early
+    target: str | None = None
+    if is_http:
+        checked = _http_target(run, mesh)
+        if isinstance(checked, MeshDecision):
+            return checked
+        target = checked
+    attrs = build_attributes(request, peer, target=target)
+    chain = compiled.chain(is_http)
+    if chain.custom:
+        decided = _custom(run, chain, attrs, mesh, ext_authz)
+        if decided is not None:
+            return decided
+    upstream: tuple[tuple[str, str], ...] | None = None
+    if is_http:
+        authn = authenticate(compiled.jwt_rules, method=request.method, headers=request.headers,
+                             target=target or "/", now=now, skew_s=mesh.jwt_clock_skew_s,
+                             fetch=jwks_fetcher)
+        run.notes.extend(authn.notes)
+        if not authn.ok:
+            run.notes.append(f"RequestAuthentication: {authn.error}")
+            return run.deny("request-authentication", status=401, body=authn.error or "")
+        upstream = authn.headers
+        if authn.payload is not None or authn.headers != request.headers:
+            attrs = build_attributes(request, peer, target=target, jwt_payload=authn.payload,
+                                     headers=authn.headers)
+    return _rbac(run, bool(compiled.applicable), chain, attrs, upstream)
+
+
 def evaluate(policies: Iterable[IstioObject], request: MeshRequest, peer: Peer,
              mesh_config: MeshConfig | None = None, *, now: float,
              ext_authz: ExtAuthzClient | None = None,
@@ -252,7 +263,8 @@ def evaluate(policies: Iterable[IstioObject], request: MeshRequest, peer: Peer,
 
     Args:
         policies: every Istio object known to the mesh (all namespaces, all three kinds);
-            selection picks those that apply to `request.workload`.
+            selection picks those that apply to `request.workload`. The compiled form is
+            kept while the same objects come again (`mesh.compiled.policy_set`).
         request: the request or TCP connection as the proxy receives it.
         peer: what the client's TLS handshake proved (before PeerAuthentication).
         mesh_config: meshConfig settings; Istio's defaults when None.
@@ -261,38 +273,19 @@ def evaluate(policies: Iterable[IstioObject], request: MeshRequest, peer: Peer,
             unreachable provider (statusOnError, or failOpen).
         jwks_fetcher: serves `jwksUri` documents; without it remote JWKS fail (401).
     """
-    mesh = mesh_config or MeshConfig()
-    objects = tuple(policies)
-    run = _Run(request)
-    peer, early = _connection(run, objects, peer, mesh)
-    if early is not None:
-        return early
-    bundle = TrustDomainBundle.of(mesh.trust_domain, mesh.trust_domain_aliases)
-    applicable = selection.authorization_policies(objects, request.workload, mesh)
-    target: str | None = None
-    if request.is_http:
-        checked = _http_target(run, mesh)
-        if isinstance(checked, MeshDecision):
-            return checked
-        target = checked
-    attrs = build_attributes(request, peer, target=target)
-    decided = _custom(run, applicable, attrs, mesh, bundle, ext_authz)
-    if decided is not None:
-        return decided
-    upstream: tuple[tuple[str, str], ...] | None = None
-    if request.is_http:
-        jwt_rules = _merged_jwt_rules(objects, run, mesh)
-        authn = authenticate(jwt_rules, method=request.method, headers=request.headers,
-                             target=target or "/", now=now, skew_s=mesh.jwt_clock_skew_s,
-                             fetch=jwks_fetcher)
-        run.notes.extend(authn.notes)
-        if not authn.ok:
-            run.notes.append(f"RequestAuthentication: {authn.error}")
-            return run.deny("request-authentication", status=401, body=authn.error or "")
-        upstream = authn.headers
-        attrs = build_attributes(request, peer, target=target, jwt_payload=authn.payload,
-                                 headers=authn.headers)
-    return _rbac(run, applicable, attrs, bundle, upstream)
+    return evaluate_compiled(policy_set(policies, mesh_config), request, peer, now=now,
+                             ext_authz=ext_authz, jwks_fetcher=jwks_fetcher)
+
+
+def evaluate_uncompiled(policies: Iterable[IstioObject], request: MeshRequest, peer: Peer,
+                        mesh_config: MeshConfig | None = None, *, now: float,
+                        ext_authz: ExtAuthzClient | None = None,
+                        jwks_fetcher: JwksFetcher | None = None) -> MeshDecision:
+    """The straightforward evaluation: select and compile for this one request, scan every
+    rule in name order. The reference `evaluate` is checked against."""
+    fresh = PolicySet(policies, mesh_config, index=False, cache=False)
+    return evaluate_compiled(fresh, request, peer, now=now, ext_authz=ext_authz,
+                             jwks_fetcher=jwks_fetcher)
 
 
 __all__ = [
@@ -302,4 +295,6 @@ __all__ = [
     "MTLS_UNTRUSTED_TD",
     "RBAC_DENIED_BODY",
     "evaluate",
+    "evaluate_compiled",
+    "evaluate_uncompiled",
 ]

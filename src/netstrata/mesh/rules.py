@@ -56,6 +56,8 @@ class Check:
     http_only: bool
     values: tuple[Predicate, ...] = ()
     not_values: tuple[Predicate, ...] = ()
+    raw_values: tuple[str, ...] = ()
+    """The policy's positive values as written (`mesh.compiled` indexes rules by `paths`)."""
 
     def holds(self, attrs: Attributes) -> bool:
         if self.values and not any(p(attrs) for p in self.values):
@@ -285,7 +287,7 @@ def _check(field: str, build: Callable[[str], Predicate], values: Sequence[str],
     if not values and not not_values:
         return None
     return Check(field, http_only, tuple(build(v) for v in values),
-                 tuple(build(v) for v in not_values))
+                 tuple(build(v) for v in not_values), tuple(values))
 
 
 def _source_checks(src: Source, ctx: _Ctx) -> tuple[Check, ...]:
