@@ -16,10 +16,11 @@ What it does, each part a named task under one TaskGroup:
   pushes the difference into the kernel (`agent/node.py`). A manifest that does not parse,
   validate or resolve (`ManifestError`, `PolicyConflictError`) is logged with file and line
   and changes nothing: the kernel keeps the previous policy byte for byte.
-* events: drain the ring buffer when its fd is readable; each event becomes a flow recorded
-  through `FlowHub.record` (`agent/flowhub.py`: enrichment, the bounded ring, metrics and the
-  rotated `flows/<node>.jsonl` export). The node proxy records its L7 flows the same way,
-  through `AgentDaemon.flows.record(flow)`.
+* events: drain the ring buffer in bulk when its fd is readable; the raw records go to
+  `FlowHub.record_kernel` (`agent/flowhub.py`: the bounded ring, batched metrics, the rotated
+  `flows/<node>.jsonl` export; Hubble flows are built and enriched when read), and the kernel's
+  count of records it could not write becomes `hubble_lost_events_total`. The node proxy
+  records its L7 flows through `AgentDaemon.flows.record(flow)`.
 * api: the local API (`agent/api.py`, docs/observe.md) on `agents/<node>.sock` and on
   :9962 in the node's namespace: flows (filtered, follow), status, Prometheus metrics.
 * maps: every few seconds, the pinned maps' fill (`cilium_bpf_map_pressure`).
@@ -42,7 +43,7 @@ from typing import Any, Final
 
 from netstrata.agent.api import METRICS_PORT, AgentAPI
 from netstrata.agent.flowhub import ExportConfig, FlowHub
-from netstrata.agent.flows import flow_of, monotonic_offset_ns
+from netstrata.agent.flows import monotonic_offset_ns
 from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
 from netstrata.agent.proxy import NodeProxyRunner
 from netstrata.agent.sources import LabDefinition, load_definition, read_policies, resolve_view
@@ -172,10 +173,9 @@ class AgentDaemon:
     # -------------------------------------------------------------------------- events
 
     def _on_events(self) -> None:
-        for event in self.agent.drain_events():
-            flow = flow_of(event, self.node.key, self._offset)
-            if flow is not None:
-                self.flows.record(flow, endpoint_id=event.endpoint_id, cookie=event.cookie)
+        # bulk read from the ring's mapping; flows are built when read (agent/flowhub.py)
+        self.flows.record_kernel(self.agent.datapath.read_raw_events(), self._offset)
+        self.flows.lost_in_kernel(self.agent.datapath.events_lost())
 
     async def sample_maps(self) -> None:
         while True:

@@ -54,6 +54,9 @@ class FlowEnricher:
         }
         self._rules: dict[int, tuple[Mapping[int, str], int]] = {}
         self._ids: dict[str, int] = {}
+        self._endpoints: dict[tuple[Endpoint | None, str], Endpoint] = {}
+        """`endpoint()` results of the current tables: kernel flows repeat a few (ip,
+        identity, endpoint id) combinations, and each lookup builds a new Endpoint."""
 
     def update(
         self,
@@ -74,9 +77,23 @@ class FlowEnricher:
             labels[ident] = tuple(label_set.strings())
         self._peers, self._labels, self._rules = peers, labels, dict(rules)
         self._ids = dict(local_ids or {})
+        self._endpoints = {}
 
     def endpoint(self, ep: Endpoint | None, ip: str) -> Endpoint:
         """`ep` with the pod and label fields it lacks filled in from `ip` and its identity."""
+        try:
+            cached = self._endpoints.get((ep, ip))
+        except TypeError:  # an emitter's endpoint with unhashable members: no caching
+            return self._fill(ep, ip)
+        if cached is not None:
+            return cached
+        filled = self._fill(ep, ip)
+        if len(self._endpoints) >= 65536:  # bounded: a burst of distinct peers starts over
+            self._endpoints.clear()
+        self._endpoints[(ep, ip)] = filled
+        return filled
+
+    def _fill(self, ep: Endpoint | None, ip: str) -> Endpoint:
         ep = ep or Endpoint()
         changes: dict[str, object] = {}
         peer = self._peers.get(ip)

@@ -8,9 +8,11 @@ passes the offset between the two clocks, measured once when it starts reading.
 from __future__ import annotations
 
 import time
+from operator import itemgetter
 from typing import Final
+from uuid import UUID as _UUID
 
-from netstrata.datapath.maps import EventFlag, EventType, FlowEvent, TracePoint
+from netstrata.datapath.maps import FLOW_EVENT, EventFlag, EventType, FlowEvent, TracePoint
 from netstrata.observe import Endpoint, Flow, Packet, TraceObservationPoint, flow_from_l34
 from netstrata.observe.builders import L34Event
 from netstrata.observe.flow import TCPFlags
@@ -42,8 +44,9 @@ def _tcp_flags(bits: int) -> TCPFlags:
     return _TCP_FLAGS[bits & 0xFF]
 
 
-def flow_of(event: FlowEvent, node_name: str, offset_ns: int) -> Flow | None:
-    """The Hubble flow of one kernel event; None for event types flows do not carry."""
+def flow_of(event: FlowEvent, node_name: str, offset_ns: int, *, uuid: str = "") -> Flow | None:
+    """The Hubble flow of one kernel event; None for event types flows do not carry.
+    `uuid` empty: a random one."""
     kind = _KINDS.get(event.type)
     if kind is None:
         return None
@@ -65,4 +68,49 @@ def flow_of(event: FlowEvent, node_name: str, offset_ns: int) -> Flow | None:
         observation_point=_POINTS.get(event.subtype, TraceObservationPoint.UNKNOWN_POINT)
         if kind == "trace" else TraceObservationPoint.TO_ENDPOINT,
         is_reply=bool(event.flags & EventFlag.IS_REPLY) if kind == "trace" else None,
+        uuid=uuid or None,
     )
+
+
+# ------------------------------------------------------------------- raw records, in bulk
+
+_TYPE: Final = FLOW_EVENT.index("type")
+_ENDPOINT: Final = FLOW_EVENT.index("endpoint_id")
+_COOKIE: Final = FLOW_EVENT.index("cookie")
+FLOW_TYPES: Final = frozenset(_KINDS)
+"""Raw `type` values that become flows (`flow_of` returns None for the others)."""
+METRIC_FIELDS: Final = tuple(FLOW_EVENT.index(name) for name in (
+    "type", "subtype", "verdict", "direction", "match_type", "flags", "proto", "drop_reason",
+    "proxy_port"))
+"""The members a kernel flow's metric labels depend on (`Metrics.observe_flow`): records equal
+on these count under the same labels, so a batch is counted once per distinct tuple."""
+metric_key: Final = itemgetter(*METRIC_FIELDS)
+_MASK64: Final = (1 << 64) - 1
+
+
+def is_flow_record(values: tuple[object, ...]) -> bool:
+    return values[_TYPE] in FLOW_TYPES
+
+
+def record_uuid(values: tuple[object, ...], salt: int) -> str:
+    """A UUID (v4 layout) that is a function of the record and the reader's salt: a record
+    built into a flow lazily, once per reader, gets the same flow id every time. Two records
+    agree only when every member does, kernel nanosecond timestamp included."""
+    high = hash((salt, values)) & _MASK64
+    low = hash((values, salt)) & _MASK64
+    value = (high << 64) | low
+    value = (value & ~(0xF000 << 64)) | (0x4000 << 64)  # version 4
+    value = (value & ~(0xC << 60)) | (0x8 << 60)  # RFC 4122 variant
+    return str(_UUID(int=value))
+
+
+def flow_of_record(values: tuple[object, ...], node_name: str, offset_ns: int,
+                   salt: int) -> Flow | None:
+    """`flow_of` for one raw `struct flow_event` tuple (`KernelDatapath.read_raw_events`)."""
+    return flow_of(FLOW_EVENT.from_values(values), node_name, offset_ns,
+                   uuid=record_uuid(values, salt))
+
+
+def rule_ref(values: tuple[object, ...]) -> tuple[int, int]:
+    """(endpoint id, rule cookie) of a raw record, for the enricher."""
+    return values[_ENDPOINT], values[_COOKIE]  # type: ignore[return-value]

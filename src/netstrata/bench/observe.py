@@ -10,16 +10,22 @@ identities and rule texts), the bounded store (`FlowStore.add`, one follower att
 would have) and metrics (`Metrics.observe_flow`), then the whole path (`flow_of` +
 `FlowHub.record`). Each stage reports events/s and µs per event.
 
+Then the bulk path the agent uses: records framed as the ring's mapping holds them, unpacked
+in one `struct.iter_unpack` per batch, kept raw by the store and counted per batch
+(`FlowHub.record_kernel`), and what a reader pays to build one stored flow.
+
 End to end (root, bpffs, clang): real kernel events. The datapath's `from_pod` program runs
-under BPF_PROG_TEST_RUN with `repeat` on a frame its policy denies, so every repetition writes one
-DROP record into the real `nst_events` ring buffer. A producer process (pinned to its own CPU)
+under BPF_PROG_TEST_RUN with `repeat` on a frame its policy denies, so every repetition writes
+records into the real `nst_events` ring buffer. A producer process (pinned to its own CPU)
 does that at a paced rate; the consumer (pinned to the other CPU) is the agent daemon's loop:
-asyncio `add_reader` on the ring's epoll fd, `read_events(0)`, `flow_of`, `FlowHub.record`. The
-kernel drops a record silently when the ring is full (the datapath keeps no loss counter yet,
-docs/observe.md), so losses are counted exactly as written − read: the producer knows how many
-repetitions ran. Rates climb a ladder; the highest rate with no loss is the figure, and the
-rate drained at overload is the consumer's ceiling. The same ladder runs with a consumer that
-only reads and decodes, which is the floor set by the ring reader itself.
+asyncio `add_reader` on the ring's fd, `read_raw_events()` (bulk read of the ring's mapping),
+`FlowHub.record_kernel`, and the kernel's loss counter (`nst_events_lost`, summed over CPUs)
+into `hubble_lost_events_total`. Losses are shown both ways: written - read (the producer knows
+how many repetitions ran) and the kernel counter's rise. Rates climb a ladder; the highest rate
+before the lost counter rises is the figure, and the rate drained at overload is the consumer's
+ceiling. The same ladder runs with a consumer that only reads (the floor set by the reader) and
+with the path before bulk reads (libbpf callback per record, a Flow built and recorded per
+event), for the before/after in one run.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -41,7 +48,9 @@ from typing import Any, Final, Literal
 from netstrata.agent.enrich import FlowEnricher
 from netstrata.agent.flowhub import FlowHub
 from netstrata.agent.flows import flow_of
+from netstrata.datapath.loader.ringbuf_mmap import record_stride
 from netstrata.datapath.maps import (
+    FLOW_EVENT,
     EventFlag,
     EventType,
     FlowEvent,
@@ -53,11 +62,13 @@ from netstrata.observe import Flow, FlowStore
 from netstrata.observe.metrics import Metrics
 
 Progress = Callable[[str], None]
-Consumer = Literal["agent", "read"]
+Consumer = Literal["agent", "read", "agent-eager"]
 
 TARGET_EVENTS_PER_S: Final = 200_000
 DEFAULT_RATES: Final = (10_000, 25_000, 50_000, 100_000, 200_000, 400_000)
 QUICK_RATES: Final = (10_000, 50_000, 200_000)
+BATCH: Final = 256
+"""Records per `record_kernel` call in the stage runs (the ring holds up to ~14.5k)."""
 TICK_S: Final = 0.001
 """Producer pacing: one BPF_PROG_TEST_RUN batch per millisecond (at 200k/s, 200 records, far
 below the ring's ~14k records, so bursts alone never overflow it)."""
@@ -131,6 +142,9 @@ class RateResult:
     produce_s: float
     drain_s: float
     """From the producer's start to the consumer having read everything it will get."""
+    kernel_lost: int = 0
+    """The datapath's own loss counter (`nst_events_lost`) over the run: what the agent
+    reports as `hubble_lost_events_total{source="kernel_ring_buffer"}`."""
 
     @property
     def lost(self) -> int:
@@ -155,10 +169,11 @@ class ObserveReport:
     host: str = ""
 
     def keeps_up(self, consumer: Consumer) -> int | None:
-        """The highest asked rate read without loss, if any, below the first rate that lost."""
+        """The highest asked rate before the lost counter rose (records lost by the kernel's
+        own count, or written - read), if any."""
         best: int | None = None
         for r in sorted((r for r in self.rates if r.consumer == consumer), key=lambda r: r.asked):
-            if r.lost:
+            if r.lost or r.kernel_lost:
                 break
             best = r.asked
         return best
@@ -291,6 +306,29 @@ def run_stages(s: _Setting, n: int) -> list[StageResult]:
             if f is not None:
                 hub.record(f, endpoint_id=e.endpoint_id, cookie=e.cookie)
 
+    # The bulk path: records as the ring's mapping holds them (header + payload), unpacked in
+    # one call per batch, kept raw by the store, counted per batch; flows built when read.
+    framed = b"".join(
+        struct.pack("=II", FLOW_EVENT.size, 0)
+        + r
+        + bytes(record_stride(FLOW_EVENT.size) - 8 - len(r))
+        for r in raw
+    )
+    unpack = struct.Struct(
+        f"=8x{FLOW_EVENT.format[1:]}{record_stride(FLOW_EVENT.size) - 8 - FLOW_EVENT.size}x"
+    )
+    tuples = list(unpack.iter_unpack(framed))
+    lazy_hub = FlowHub(NODE, enricher=s.enricher)
+    lazy_hub.store.subscribe(maxsize=4095)
+    batches = [tuples[i : i + BATCH] for i in range(0, len(tuples), BATCH)]
+
+    def lazy_whole() -> None:
+        for i in range(0, len(framed), BATCH * unpack.size):
+            lazy_hub.record_kernel(list(unpack.iter_unpack(framed[i : i + BATCH * unpack.size])))
+
+    reader_hub = FlowHub(NODE, enricher=s.enricher)
+    reader_hub.record_kernel(tuples[-4095:])
+
     out = [
         _timed("decode (struct -> FlowEvent)", n, lambda: [decode_flow_event(r) for r in raw]),
         _timed("Flow construction (flow_of)", n, lambda: [flow_of(e, NODE, 0) for e in events]),
@@ -305,6 +343,18 @@ def run_stages(s: _Setting, n: int) -> list[StageResult]:
         _timed("store insert (ring + 1 follower)", n, lambda: _each(store.add, rich)),
         _timed("metrics (prometheus counters)", n, lambda: _each(metrics.observe_flow, rich)),
         _timed("whole path (decode..record)", n, whole),
+        _timed("bulk decode (iter_unpack)", n, lambda: list(unpack.iter_unpack(framed))),
+        _timed(
+            "raw store + batched metrics (record_kernel)",
+            n,
+            lambda: [lazy_hub.record_kernel(b) for b in batches],
+        ),
+        _timed(f"whole bulk path (unpack..record_kernel, {BATCH}/batch)", n, lazy_whole),
+        _timed(
+            "reader: build a stored flow (query, follow, export)",
+            4095,
+            lambda: reader_hub.store.last(4095),
+        ),
     ]
     return out
 
@@ -355,7 +405,11 @@ def produce(pin_dir: str, frame_hex: str, rate: int, seconds: float, cpu: int | 
 
 
 def _consume(
-    dp: Any, hub: FlowHub | None, producer: subprocess.Popen[str], idle_s: float = 0.2
+    dp: Any,
+    hub: FlowHub | None,
+    consumer: Consumer,
+    producer: subprocess.Popen[str],
+    idle_s: float = 0.2,
 ) -> int:
     """The agent daemon's event loop against the ring until the producer has exited and the
     ring has been idle for `idle_s`; returns records read."""
@@ -363,14 +417,20 @@ def _consume(
 
     def on_events() -> None:
         nonlocal read
-        events = dp.read_events(0)
-        read += len(events)
-        if hub is None:
+        if consumer == "agent-eager":  # the path before bulk reads: libbpf, a flow per event
+            events = dp.read_events(0)
+            read += len(events)
+            assert hub is not None
+            for event in events:
+                flow = flow_of(event, NODE, 0)
+                if flow is not None:
+                    hub.record(flow, endpoint_id=event.endpoint_id, cookie=event.cookie)
             return
-        for event in events:
-            flow = flow_of(event, NODE, 0)
-            if flow is not None:
-                hub.record(flow, endpoint_id=event.endpoint_id, cookie=event.cookie)
+        records = dp.read_raw_events()
+        read += len(records)
+        if hub is not None:  # the agent daemon's `_on_events`
+            hub.record_kernel(records, 0)
+            hub.lost_in_kernel(dp.events_lost())
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -392,8 +452,11 @@ def _run_rate(
     cfg: ObserveBenchConfig, dp: Any, s: _Setting, consumer: Consumer, rate: int, per_run: int
 ) -> RateResult:
     """`rate` is in records per second; each repetition of the program writes `per_run`."""
-    hub = FlowHub(NODE, enricher=s.enricher) if consumer == "agent" else None
-    dp.read_events(0)  # start from an empty ring
+    hub = FlowHub(NODE, enricher=s.enricher) if consumer != "read" else None
+    dp.read_raw_events()  # start from an empty ring
+    lost_before = dp.events_lost()
+    if hub is not None:
+        hub.lost_in_kernel(lost_before)
     cmd = [
         sys.executable,
         "-c",
@@ -408,27 +471,44 @@ def _run_rate(
     ]
     start = time.perf_counter()
     producer = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    read = _consume(dp, hub, producer)
+    read = _consume(dp, hub, consumer, producer)
     drained = time.perf_counter() - start
     out, _ = producer.communicate()
     if producer.returncode != 0:
         raise RuntimeError(f"producer failed with status {producer.returncode}")
     written = int(out.strip().splitlines()[-1]) * per_run
+    kernel_lost = dp.events_lost() - lost_before
     if hub is not None:
         hub.close()
-    return RateResult(consumer, rate, written, read, cfg.seconds, drained - 0.2)
+    return RateResult(consumer, rate, written, read, cfg.seconds, drained - 0.2, kernel_lost)
 
 
-def measure_ring_read(dp: Any, s: _Setting, runs: int = 5_000) -> tuple[StageResult, int]:
-    """Read + decode of the records `runs` repetitions left waiting in the ring (one
-    `read_events` call), and how many records one repetition writes (a denied packet gives a
-    policy verdict and a drop)."""
-    dp.read_events(0)
-    dp.test_run("from_pod", _denied_frame(s), repeat=runs)
-    start = time.perf_counter()
-    got = len(dp.read_events(0))
-    elapsed = time.perf_counter() - start
-    return StageResult("ring-buffer read + decode (libbpf)", got, elapsed), max(1, got // runs)
+def measure_ring_read(dp: Any, s: _Setting, runs: int = 5_000) -> tuple[list[StageResult], int]:
+    """Reading the records `runs` repetitions left waiting in the ring, three ways, and how
+    many records one repetition writes (a denied packet gives a policy verdict and a drop):
+    libbpf's per-record callback + `FlowEvent` decode (the path before), libbpf's callback
+    copying bytes only, and the bulk read of the ring's mapping into raw tuples."""
+    from netstrata.datapath.loader import RingBufferReader
+
+    frame = _denied_frame(s)
+    out: list[StageResult] = []
+    got = 0
+    raw_reader = RingBufferReader(dp._obj.map_fd("nst_events"), bytes, name="bench")
+    try:
+        dp.read_raw_events()  # maps the ring once, outside the timing
+        for what, read in (
+            ("ring read + FlowEvent decode (libbpf callback)", lambda: dp.read_events(0)),
+            ("ring read, bytes only (libbpf callback)", lambda: raw_reader.poll(0)),
+            ("ring read + bulk unpack (mmap)", dp.read_raw_events),
+        ):
+            dp.read_raw_events()
+            dp.test_run("from_pod", frame, repeat=runs)
+            start = time.perf_counter()
+            got = len(read())
+            out.append(StageResult(what, got, time.perf_counter() - start))
+    finally:
+        raw_reader.close()
+    return out, max(1, got // runs)
 
 
 def run_kernel(
@@ -445,23 +525,24 @@ def run_kernel(
         dp.register_endpoint(s.client_ip, CLIENT_EP, s.client_id, 1, ENFORCED_BOTH)
         dp.register_endpoint(s.server_ip, SERVER_EP, s.server_id, 1, ENFORCED_BOTH)
         ring, per_run = measure_ring_read(dp, s)
+        dp.events_lost()  # the counter exists (an old pinned object would fail here)
         if cfg.consumer_cpu is not None:
             os.sched_setaffinity(0, {cfg.consumer_cpu})
-        consumers: tuple[Consumer, ...] = ("read", "agent")
+        consumers: tuple[Consumer, ...] = ("read", "agent", "agent-eager")
         for consumer in consumers:
             for rate in cfg.rates:
                 r = _run_rate(cfg, dp, s, consumer, rate, per_run)
                 rates.append(r)
                 progress(
                     f"{consumer} consumer at {rate / 1000:g}k/s asked: {r.written} written, "
-                    f"{r.read} read, {r.lost} lost"
+                    f"{r.read} read, {r.lost} lost, kernel counter +{r.kernel_lost}"
                 )
     finally:
         if cfg.consumer_cpu is not None:
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         dp.teardown()
         shutil.rmtree(pin, ignore_errors=True)
-    return [ring], rates
+    return ring, rates
 
 
 def run(cfg: ObserveBenchConfig, progress: Progress) -> ObserveReport:
@@ -501,7 +582,11 @@ def summary_lines(report: ObserveReport) -> list[tuple[str, str]]:
         )
         for st in report.stages
     ]
-    for consumer, what in (("read", "ring read + decode only"), ("agent", "agent path (record)")):
+    for consumer, what in (
+        ("read", "bulk ring read only"),
+        ("agent", "agent path (bulk read, record_kernel)"),
+        ("agent-eager", "agent path before (libbpf, flow per event)"),
+    ):
         if not any(r.consumer == consumer for r in report.rates):
             continue
         for r in (r for r in report.rates if r.consumer == consumer):
@@ -509,7 +594,8 @@ def summary_lines(report: ObserveReport) -> list[tuple[str, str]]:
                 (
                     f"end to end, {what}, {r.asked / 1000:g}k/s asked",
                     f"{r.achieved / 1000:.1f}k/s written, {r.read} of {r.written} read, "
-                    f"{r.lost} lost ({r.lost / max(1, r.written):.1%})",
+                    f"{r.lost} lost ({r.lost / max(1, r.written):.1%}), "
+                    f"kernel lost counter +{r.kernel_lost}",
                 )
             )
         keeps = report.keeps_up(consumer)  # type: ignore[arg-type]
@@ -568,11 +654,12 @@ def render_json(report: ObserveReport) -> dict[str, Any]:
                 "lost": r.lost,
                 "achieved": r.achieved,
                 "consumed": r.consumed,
+                "kernel_lost": r.kernel_lost,
             }
             for r in report.rates
         ],
-        "keeps_up": {c: report.keeps_up(c) for c in ("read", "agent")},
-        "ceiling": {c: report.ceiling(c) for c in ("read", "agent")},
+        "keeps_up": {c: report.keeps_up(c) for c in ("read", "agent", "agent-eager")},
+        "ceiling": {c: report.ceiling(c) for c in ("read", "agent", "agent-eager")},
         "notes": list(report.notes),
     }
 

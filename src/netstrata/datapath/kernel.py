@@ -19,6 +19,7 @@ async callers use `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import shutil
 from collections.abc import Collection, Mapping
@@ -28,8 +29,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, final
 
-from netstrata.datapath.loader import BPFFS_ROOT, BpfMap, BpfObject, RingBufferReader, ensure_bpffs
+from netstrata.datapath.loader import (
+    BPFFS_ROOT,
+    BpfMap,
+    BpfObject,
+    RingBufferReader,
+    _libbpf,
+    ensure_bpffs,
+)
+from netstrata.datapath.loader.ringbuf_mmap import MmapRingReader
 from netstrata.datapath.maps import (
+    EVENTS_LOST,
+    FLOW_EVENT,
     CtEntry,
     CtKey,
     EndpointFlag,
@@ -151,6 +162,9 @@ class KernelDatapath:
         self._ct: BpfMap[CtKey, CtEntry] = maps["nst_conntrack"]  # type: ignore[assignment]
         self._events = RingBufferReader(self._obj.map_fd("nst_events"), decode_flow_event,
                                         name="nst_events")
+        # The same ring read in bulk from its mapping (`read_raw_events`); both readers move
+        # the one consumer position the kernel keeps, so either may be used at any time.
+        self._raw_events: MmapRingReader | None = None
         self._policies: dict[int, dict[MapStateKey, MapStateEntry]] = {}
         self._ipcache: dict[IPv4Network, int] | None = None
         self._flags: dict[int, int] = {}
@@ -369,6 +383,36 @@ class KernelDatapath:
         self._events_read += len(events)
         return events
 
+    def read_raw_events(self, limit: int = 0) -> list[tuple[object, ...]]:
+        """Events waiting in the ring buffer as raw `struct flow_event` value tuples (field
+        order of `FLOW_EVENT`, network-order fields as stored), read in bulk from the ring's
+        mapping; `FLOW_EVENT.from_values` turns one into a `FlowEvent`. Never waits."""
+        if self._raw_events is None:
+            self._raw_events = MmapRingReader(self._obj.map_fd("nst_events"), FLOW_EVENT.struct,
+                                              name="nst_events")
+        events = self._raw_events.read(limit)
+        self._events_read += len(events)
+        return events
+
+    def events_lost(self) -> int:
+        """Records the programs could not write because the ring buffer was full, since the
+        map was pinned (the kernel's per-CPU counts of `nst_events_lost`, summed)."""
+        lib = _libbpf.lib()
+        ncpus = lib.libbpf_num_possible_cpus()
+        if ncpus <= 0:
+            raise DatapathError("cannot count possible CPUs", errno_name=_libbpf.errno_name(ncpus))
+        stride = (EVENTS_LOST.size + 7) & ~7  # the kernel copies per-CPU values 8-aligned
+        value = ctypes.create_string_buffer(stride * ncpus)
+        key = ctypes.c_uint32(0)
+        fd = self._obj.map_fd("nst_events_lost")
+        ret = lib.bpf_map_lookup_elem(fd, ctypes.byref(key), value)
+        if ret < 0:
+            raise DatapathError("reading nst_events_lost failed", obj="nst_events_lost",
+                                errno_name=_libbpf.errno_name(ret))
+        raw = value.raw
+        return sum(EVENTS_LOST.decode(raw[i * stride:i * stride + EVENTS_LOST.size]).records
+                   for i in range(ncpus))
+
     def events_fileno(self) -> int:
         """Readable when events wait (for `loop.add_reader`, then `read_events(0)`)."""
         return self._events.fileno()
@@ -386,7 +430,8 @@ class KernelDatapath:
         return DatapathStatistics(
             endpoints=len(self._endpoints.keys()),
             events_read=self._events_read,
-            undecodable_events=self._events.undecodable,
+            undecodable_events=self._events.undecodable
+            + (self._raw_events.undecodable if self._raw_events else 0),
             policy_writes=self._policy_writes,
             policy_deletes=self._policy_deletes,
         )
@@ -395,6 +440,8 @@ class KernelDatapath:
 
     def close(self) -> None:
         """Release our handles; pinned maps and attached programs keep enforcing."""
+        if self._raw_events is not None:
+            self._raw_events.close()
         self._events.close()
         self._obj.close()
 

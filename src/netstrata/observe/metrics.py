@@ -15,6 +15,8 @@ hubble_http_requests_total{method, protocol, reporter}, hubble_http_responses_to
 hubble_dns_queries_total{qtypes}, hubble_dns_responses_total{rcode, qtypes, ips_returned}
 hubble_kafka_requests_total{topic, api_key, error_code}
 hubble_lost_events_total{source}
+    source `kernel_ring_buffer`: records the datapath could not write into its full ring
+    buffer (counted by the kernel per CPU); `hubble_ring_buffer`: flows a slow follower lost
 cilium_identity{type}, cilium_endpoint, cilium_endpoint_state{endpoint_state}
 cilium_policy, cilium_policy_max_revision, cilium_policy_change_total{outcome},
     cilium_policy_import_errors_total
@@ -123,18 +125,22 @@ class Metrics:
 
     # --- flows ---------------------------------------------------------------------------------
 
-    def observe_flow(self, flow: Flow) -> None:
-        """Count one flow in every flow-derived metric it belongs to."""
+    def observe_flow(self, flow: Flow, count: int = 1) -> None:
+        """Count one flow (or `count` flows with the same labels: a batch of kernel records
+        counted once per label set) in every flow-derived metric it belongs to."""
         kind = flow.event_type.type if flow.event_type else 0
         self.flows.labels(type=_EVENT_TYPE_LABELS.get(kind, str(kind)),  # type: ignore[call-overload]
                           subtype=self._subtype(flow, kind), verdict=flow.verdict.name,
-                          direction=_direction(flow)).inc()
+                          direction=_direction(flow)).inc(count)
         if flow.verdict == Verdict.DROPPED and flow.drop_reason:
             self.drops.labels(reason=flow.drop_reason_desc, protocol=_protocol(flow),
-                              direction=_direction(flow)).inc()
+                              direction=_direction(flow)).inc(count)
         if kind == EventKind.POLICY_VERDICT:
-            self._policy_verdict(flow, _MATCH_LABELS.get(int(flow.policy_match_type), "unknown"))
+            self._policy_verdict(flow, _MATCH_LABELS.get(int(flow.policy_match_type), "unknown"),
+                                 count)
         if flow.l7 is not None:
+            if count != 1:
+                raise ValueError("L7 flows are counted one by one (latency histogram)")
             self._l7(flow)
 
     @staticmethod
@@ -145,11 +151,11 @@ class Metrics:
             return type(flow.l7.record).__name__
         return ""
 
-    def _policy_verdict(self, flow: Flow, match: str) -> None:
+    def _policy_verdict(self, flow: Flow, match: str, count: int = 1) -> None:
         action = _ACTIONS.get(flow.verdict)
         if action:
             self.policy_verdicts.labels(direction=_direction(flow), match=match,
-                                        action=action).inc()
+                                        action=action).inc(count)
 
     def _l7(self, flow: Flow) -> None:
         assert flow.l7 is not None

@@ -22,13 +22,17 @@ import heapq
 import json
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, TypeAlias
 
 from netstrata.observe.filters import FlowFilter, compile_filters
 from netstrata.observe.flow import Flow, dumps, from_json_dict, to_json_dict
+
+RawRecord: TypeAlias = tuple[Any, ...]
+"""A record the store's owner turns into a Flow only when a reader asks (`add_raw`)."""
+Materialize: TypeAlias = Callable[[RawRecord], Flow]
 
 DEFAULT_CAPACITY: Final = 4095
 """Hubble's default `hubble-event-buffer-capacity` (a power of two minus one)."""
@@ -71,7 +75,7 @@ class Subscription:
             raise ValueError("maxsize must be at least 1")
         self.maxsize = maxsize
         self._store = store
-        self._items: deque[Flow] = deque()
+        self._items: deque[Flow | RawRecord] = deque()
         self._lost = 0
         self._closed = False
         self._event = asyncio.Event()
@@ -85,6 +89,22 @@ class Subscription:
             dropped = 1
         self._items.append(flow)
         self._event.set()
+        return dropped
+
+    def _offer_many(self, items: Sequence[Flow | RawRecord]) -> int:
+        """Queue a batch; returns how many (oldest first) were dropped to make room."""
+        self._items.extend(items)
+        dropped = len(self._items) - self.maxsize
+        if dropped <= 0:
+            dropped = 0
+        elif dropped >= len(self._items) // 2:
+            self._items = deque(list(self._items)[dropped:])
+        else:
+            for _ in range(dropped):
+                self._items.popleft()
+        self._lost += dropped
+        if items:
+            self._event.set()
         return dropped
 
     def qsize(self) -> int:
@@ -104,11 +124,11 @@ class Subscription:
         """The oldest queued flow. Raises asyncio.QueueEmpty when there is none."""
         if not self._items:
             raise asyncio.QueueEmpty
-        return self._items.popleft()
+        return self._store._flow(self._items.popleft())
 
     def take_nowait(self) -> FollowBatch:
         """Everything queued now, plus the loss count, without waiting."""
-        batch = FollowBatch(tuple(self._items), self._lost)
+        batch = FollowBatch(tuple(self._store._flows(self._items)), self._lost)
         self._items.clear()
         self._lost = 0
         return batch
@@ -138,12 +158,16 @@ class FlowStore:
     """The newest `capacity` flows, in arrival order."""
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY,
-                 on_lost: Callable[[str, int], None] | None = None) -> None:
-        """`on_lost(source, n)` is told about losses (e.g. `Metrics.lost_events`)."""
+                 on_lost: Callable[[str, int], None] | None = None,
+                 materialize: Materialize | None = None) -> None:
+        """`on_lost(source, n)` is told about losses (e.g. `Metrics.lost_events`);
+        `materialize` builds the Flow of a record given to `add_raw` (the same record must
+        always give an equal Flow: records are built again for each reader)."""
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self._ring: deque[Flow] = deque(maxlen=capacity)
+        self._ring: deque[Flow | RawRecord] = deque(maxlen=capacity)
+        self._materialize = materialize
         self._seen = 0
         self._overwritten = 0
         self._lost_to_followers = 0
@@ -162,6 +186,42 @@ class FlowStore:
             if self._on_lost:
                 self._on_lost("hubble_ring_buffer", lost)
 
+    def add_raw(self, records: list[RawRecord]) -> None:
+        """Append raw records (built into flows by `materialize` when read), overwriting the
+        oldest when full, and feed every follower: one call per batch, nothing per record
+        beyond the ring append, so the kernel's event rate is not bound by Flow building."""
+        if not records:
+            return
+        if self._materialize is None:
+            raise ValueError("this store has no materialize function for raw records")
+        over = len(self._ring) + len(records) - self.capacity
+        if over > 0:
+            self._overwritten += over
+        self._ring.extend(records)
+        self._seen += len(records)
+        lost = sum(sub._offer_many(records) for sub in self._subs)
+        if lost:
+            self._lost_to_followers += lost
+            if self._on_lost:
+                self._on_lost("hubble_ring_buffer", lost)
+
+    def _flow(self, item: Flow | RawRecord) -> Flow:
+        if type(item) is tuple:
+            assert self._materialize is not None
+            return self._materialize(item)
+        return item  # type: ignore[return-value]
+
+    def _flows(self, items: Iterable[Flow | RawRecord]) -> list[Flow]:
+        return [self._flow(i) for i in items]
+
+    def _built(self) -> list[Flow]:
+        """The ring as flows; built records replace their raw form, so each is built once
+        for all ring readers (followers build their own copies, equal by construction)."""
+        flows = self._flows(self._ring)
+        if len(flows) == len(self._ring):
+            self._ring = deque(flows, maxlen=self.capacity)
+        return flows
+
     def extend(self, flows: Iterable[Flow]) -> None:
         for flow in flows:
             self.add(flow)
@@ -170,19 +230,19 @@ class FlowStore:
         return len(self._ring)
 
     def __iter__(self) -> Iterator[Flow]:
-        return iter(tuple(self._ring))
+        return iter(self._built())
 
     def last(self, n: int) -> list[Flow]:
         """The newest `n` flows, oldest first (`hubble observe --last n`)."""
-        return list(self._ring)[-n:] if n > 0 else []
+        return self._flows(list(self._ring)[-n:]) if n > 0 else []
 
     def first(self, n: int) -> list[Flow]:
         """The oldest `n` flows still held (`hubble observe --first n`)."""
-        return list(self._ring)[:n] if n > 0 else []
+        return self._flows(list(self._ring)[:n]) if n > 0 else []
 
     def between(self, since_ns: int | None = None, until_ns: int | None = None) -> list[Flow]:
         """Flows with since <= time <= until (either bound optional), in arrival order."""
-        return [f for f in self._ring if (since_ns is None or f.time_ns >= since_ns)
+        return [f for f in self._built() if (since_ns is None or f.time_ns >= since_ns)
                 and (until_ns is None or f.time_ns <= until_ns)]
 
     def query(self, allow: Iterable[FlowFilter] = (), deny: Iterable[FlowFilter] = (),
@@ -191,7 +251,7 @@ class FlowStore:
         if first and last:
             raise ValueError("cannot set both --first and --last")
         match = compile_filters(allow, deny)
-        hits = [f for f in self._ring if match(f)]
+        hits = [f for f in self._built() if match(f)]
         if first:
             return hits[:first]
         return hits[-last:] if last else hits
@@ -313,6 +373,8 @@ __all__ = [
     "FlowStore",
     "FollowBatch",
     "StoreStatistics",
+    "Materialize",
+    "RawRecord",
     "Subscription",
     "SubscriptionClosed",
     "merge_flows",

@@ -15,6 +15,7 @@ struct policy_entry probe_policy_entry;
 struct ct_key probe_ct_key;
 struct ct_entry probe_ct_entry;
 struct flow_event probe_flow_event;
+struct events_lost probe_events_lost;
 
 enum nst_verdict probe_verdict;
 enum nst_direction probe_direction;

@@ -63,12 +63,26 @@ struct {
 } nst_conntrack SEC(".maps");
 
 /* Drop, policy-verdict and trace records for observe/. RINGBUF: one ordered, shared buffer,
- * no per-CPU copies, and the reader sleeps in epoll. 1 MiB holds ~14k 64-byte records between
- * two reads; when it is full new records are lost, never packets. */
+ * no per-CPU copies, and the reader sleeps in epoll. 4 MiB holds ~58k records (72 bytes with
+ * the ring's header): ~290 ms at 200k events/s, so a reader that keeps up on average also
+ * survives being descheduled for a while (bench observe lost records to such stalls with
+ * 1 MiB, ~72 ms). When it is full new records are lost, never packets, and counted in
+ * nst_events_lost. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 1 << 22);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nst_events SEC(".maps");
+
+/* Records lost to a full nst_events (struct events_lost at index 0). PERCPU_ARRAY: each CPU
+ * adds to its own slot without atomics; the agent sums the slots into
+ * hubble_lost_events_total, the signal that the reader fell behind the kernel. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct events_lost);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nst_events_lost SEC(".maps");
 
 #endif /* NETSTRATA_MAPS_DEF_H */

@@ -67,8 +67,14 @@ static __always_inline void emit(struct __sk_buff *skb, const struct pkt *p,
 		.lookup_step = d->res.step,
 	};
 
-	/* a full ring loses the record, never the packet */
-	bpf_ringbuf_output(&nst_events, &ev, sizeof(ev), 0);
+	/* a full ring loses the record, never the packet; the loss is counted */
+	if (bpf_ringbuf_output(&nst_events, &ev, sizeof(ev), 0)) {
+		__u32 slot = 0;
+		struct events_lost *lost = bpf_map_lookup_elem(&nst_events_lost, &slot);
+
+		if (lost)
+			lost->records++;
+	}
 }
 
 static __always_inline int drop(struct __sk_buff *skb, const struct pkt *p, struct decision *d,

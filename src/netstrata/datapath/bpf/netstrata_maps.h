@@ -348,4 +348,14 @@ struct flow_event {
 };
 _Static_assert(sizeof(struct flow_event) == 64, "flow_event");
 
+/* events_lost map value (per CPU, index 0): flow_event records this CPU could not write
+ * because the events ring buffer was full. Never reset; the agent reports increases.
+ *   off size field
+ *     0    8 records
+ */
+struct events_lost {
+	__u64 records;
+};
+_Static_assert(sizeof(struct events_lost) == 8, "events_lost");
+
 #endif /* NETSTRATA_MAPS_H */

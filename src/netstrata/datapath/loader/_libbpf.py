@@ -188,6 +188,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ring_buffer__consume": (c_int, [c_void_p]),
         "ring_buffer__epoll_fd": (c_int, [c_void_p]),
         "ring_buffer__free": (None, [c_void_p]),
+        "libbpf_num_possible_cpus": (c_int, []),
         "btf__parse_elf": (c_void_p, [c_char_p, c_void_p]),
         "btf__free": (None, [c_void_p]),
         "btf__find_by_name_kind": (c_int, [c_void_p, c_char_p, c_uint32]),

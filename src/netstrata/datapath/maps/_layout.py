@@ -240,8 +240,23 @@ class StructSpec(Generic[T]):
     def decode(self, raw: bytes) -> T:
         if len(raw) != self.size:
             raise ValueError(f"struct {self.c_name} is {self.size} bytes, got {len(raw)}")
-        values = self._struct.unpack(raw)
-        args = [codec[1](v) if codec else v for v, codec in zip(values, self._codecs, strict=True)]
+        return self.from_values(self._struct.unpack(raw))
+
+    @property
+    def struct(self) -> struct.Struct:
+        """The `struct.Struct` of the C layout: unpacking gives the raw values (network-order
+        fields as the kernel stored them) in field order, for bulk readers."""
+        return self._struct
+
+    def index(self, c_name: str) -> int:
+        """Position of member `c_name` in a raw values tuple (pads do not count)."""
+        names = [f.c_name for f in self.fields if not f.is_pad]
+        return names.index(c_name)
+
+    def from_values(self, values: tuple[object, ...]) -> T:
+        """The dataclass of one raw values tuple (as `struct` unpacked it)."""
+        args = [codec[1](v) if codec else v  # type: ignore[arg-type]
+                for v, codec in zip(values, self._codecs, strict=True)]
         return self.cls(*args)
 
 
@@ -379,6 +394,13 @@ class FlowEvent:
     """The numbered step of `policy_lookup()` that decided (0: no lookup)."""
 
 
+@dataclass(frozen=True, slots=True)
+class EventsLost:
+    """`struct events_lost`: one CPU's count of records the full ring buffer refused."""
+
+    records: int
+
+
 ENDPOINT_KEY: Final = StructSpec("endpoint_key", EndpointKey, ("ip_be", "I"))
 ENDPOINT_INFO: Final = StructSpec(
     "endpoint_info", EndpointInfo,
@@ -419,10 +441,11 @@ FLOW_EVENT: Final = StructSpec(
     ("pkt_len", "I"), ("icmp_type", "B"), ("icmp_code", "B"), ("tcp_flags", "B"),
     ("lookup_step", "B"), ("pad", "4x"),
 )
+EVENTS_LOST: Final = StructSpec("events_lost", EventsLost, ("records", "Q"))
 
 STRUCTS: Final[tuple[StructSpec[object], ...]] = (
     ENDPOINT_KEY, ENDPOINT_INFO, IPCACHE_KEY, IPCACHE_INFO, POLICY_KEY, POLICY_ENTRY,  # type: ignore[assignment]
-    CT_KEY, CT_ENTRY, FLOW_EVENT,
+    CT_KEY, CT_ENTRY, FLOW_EVENT, EVENTS_LOST,
 )
 """Every struct of `netstrata_maps.h`, for the BTF checks."""
 
@@ -449,7 +472,8 @@ decode_flow_event: Final = FLOW_EVENT.decode
 @final
 @dataclass(frozen=True, slots=True)
 class MapSpec:
-    """One map of the object: its name and the structs of its key and value (None: ringbuf)."""
+    """One map of the object: its name and the structs of its key and value (None: ringbuf;
+    a None key with a value: a per-CPU array indexed by a plain u32)."""
 
     name: str
     key: StructSpec[object] | None
@@ -462,5 +486,6 @@ MAPS: Final[tuple[MapSpec, ...]] = (
     MapSpec("nst_policy", POLICY_KEY, POLICY_ENTRY),  # type: ignore[arg-type]
     MapSpec("nst_conntrack", CT_KEY, CT_ENTRY),  # type: ignore[arg-type]
     MapSpec("nst_events", None, None),
+    MapSpec("nst_events_lost", None, EVENTS_LOST),  # type: ignore[arg-type]
 )
 """The maps of `bpf/maps_def.h`; the loader checks their key/value sizes against these."""
