@@ -328,6 +328,47 @@ def verify_workload_certificate(der: bytes, bundle: TrustBundle, *, now: float) 
     return identity
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    identity: SpiffeId
+    not_before: float
+    not_after: float
+
+
+class VerifiedCertificates:
+    """`verify_workload_certificate` with its result kept per certificate (DER bytes).
+
+    A node proxy sees the same few peer certificates on every new connection; parsing one and
+    checking its signature costs more than the rest of connection setup in Python. What does
+    not depend on time (SAN, trust domain, the root's signature) is kept for the bundle this
+    object was made with; validity at `now` is checked on every call. Failures are not kept.
+    """
+
+    __slots__ = ("_known", "bundle", "limit")
+
+    def __init__(self, bundle: TrustBundle, limit: int = 1024) -> None:
+        self.bundle = bundle
+        self.limit = limit
+        self._known: dict[bytes, _Verified] = {}
+
+    def verify(self, der: bytes, *, now: float) -> SpiffeId:
+        """As `verify_workload_certificate(der, self.bundle, now=now)`."""
+        known = self._known.get(der)
+        if known is None:
+            identity = verify_workload_certificate(der, self.bundle, now=now)
+            cert = x509.load_der_x509_certificate(der)
+            known = _Verified(identity, cert.not_valid_before_utc.timestamp(),
+                              cert.not_valid_after_utc.timestamp())
+            if len(self._known) >= self.limit:
+                self._known.clear()
+            self._known[der] = known
+        if not known.not_before <= now <= known.not_after:
+            raise PeerCertificateError(
+                f"certificate of {known.identity.uri} is not valid now (expired or not yet valid)"
+            )
+        return known.identity
+
+
 __all__ = [
     "BACKDATE_S",
     "CA_CERT_FILE",
@@ -338,5 +379,6 @@ __all__ = [
     "IssuedCertificate",
     "PeerCertificateError",
     "TrustBundle",
+    "VerifiedCertificates",
     "verify_workload_certificate",
 ]

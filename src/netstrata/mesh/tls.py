@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, final
 
-from netstrata.mesh.ca import IssuedCertificate, TrustBundle
+from netstrata.mesh.ca import IssuedCertificate, TrustBundle, VerifiedCertificates
 from netstrata.mesh.rotation import WorkloadCertificates
 from netstrata.mesh.spiffe import SpiffeId
 
@@ -47,6 +47,10 @@ def _load_certificate(ctx: ssl.SSLContext, cert: IssuedCertificate) -> None:
 def _base(purpose: int, bundle: TrustBundle) -> ssl.SSLContext:
     ctx = ssl.SSLContext(purpose)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    if purpose == ssl.PROTOCOL_TLS_SERVER:
+        # clients never resume (asyncio cannot offer a session), so issuing the two default
+        # TLS 1.3 session tickets per handshake is work and a record for nothing
+        ctx.num_tickets = 0
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cadata=bundle.pem())
@@ -83,8 +87,17 @@ class MeshCredentials:
         self.certificates = certificates
         self.bundle = bundle
         self.clock = clock
+        self._peers = VerifiedCertificates(bundle)
         self._clients: dict[int, ssl.SSLContext] = {}
         self._servers: dict[int, ssl.SSLContext] = {}
+
+    @property
+    def peers(self) -> VerifiedCertificates:
+        """Peer certificate checks, kept per certificate (both directions share them) for the
+        current bundle: a replaced bundle starts an empty cache."""
+        if self._peers.bundle is not self.bundle:
+            self._peers = VerifiedCertificates(self.bundle)
+        return self._peers
 
     def current(self, identity: SpiffeId) -> IssuedCertificate:
         return self.certificates.current(identity, now=self.clock())

@@ -34,7 +34,7 @@ from typing import Final, Protocol, final
 
 from netstrata.api.istio import IstioObject
 from netstrata.mesh import hbone
-from netstrata.mesh.ca import PeerCertificateError, TrustBundle, verify_workload_certificate
+from netstrata.mesh.ca import PeerCertificateError
 from netstrata.mesh.peerauth import PeerAuthDecision, decide_peer_authentication
 from netstrata.mesh.spiffe import SpiffeId
 from netstrata.mesh.tls import Clock, MeshCredentials
@@ -269,7 +269,7 @@ class TunnelServer:
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if not der:
             raise PeerCertificateError("no client certificate")
-        identity = verify_workload_certificate(der, self.credentials.bundle, now=self.clock())
+        identity = self.credentials.peers.verify(der, now=self.clock())
         return Peer(mtls=True, principal=identity.principal)
 
     async def _on_tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -340,9 +340,9 @@ class TunnelClient:
         self.credentials = credentials
         self.accept_server = accept_server
 
-    def _check_server(self, writer: asyncio.StreamWriter, bundle: TrustBundle) -> SpiffeId:
+    def _check_server(self, writer: asyncio.StreamWriter) -> SpiffeId:
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        identity = verify_workload_certificate(der, bundle, now=self.credentials.clock())
+        identity = self.credentials.peers.verify(der, now=self.credentials.clock())
         if self.accept_server is not None and not self.accept_server(identity):
             raise PeerCertificateError(f"destination proxy {identity} is not the expected one")
         return identity
@@ -364,7 +364,7 @@ class TunnelClient:
             *via, ssl=self.credentials.client(source), server_hostname=None
         )
         try:
-            self._check_server(writer, self.credentials.bundle)
+            self._check_server(writer)
             writer.write(hbone.encode_connect(*target))
             await writer.drain()
             status = hbone.decode_status((await _read_head(reader)).line)
