@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -208,10 +209,35 @@ async def udp_probe(netns: str, dst: str, port: int, payload: bytes = b"netstrat
     return Outcome("allowed", f"echoed {len(reply)} bytes")
 
 
+_DIG_STATUS: Final = re.compile(r"->>HEADER<<- opcode: \w+, status: (\w+)")
+_DIG_A: Final = re.compile(r"^\S+\s+\d+\s+IN\s+A\s+(\S+)$", re.MULTILINE)
+
+
+def dns_got(rcode: str) -> Got:
+    """The verdict a DNS answer means: REFUSED is the DNS proxy's L7 denial (the lab's
+    DNS server never refuses), any other answer means the query got there."""
+    return "denied-l7" if rcode == "REFUSED" else "allowed"
+
+
 async def dns_probe(netns: str, server: str, port: int, qname: str, qtype: str = "A",
                     transport: str = "UDP") -> Outcome:
-    """A DNS query (dnspython's wire format) over UDP or TCP; any answer means it got there."""
+    """A DNS query over UDP or TCP: dig where installed (a real client, one try), else
+    dnspython's wire format on a socket. An answer means it got there; REFUSED is an L7
+    denial."""
+    dig = tool("dig")
+    if dig is not None:
+        argv = [dig, f"@{server}", "-p", str(port), "+tries=1", f"+time={int(TIMEOUT_S)}",
+                "+nocmd", "+noquestion", "+nostats", qname, qtype]
+        if transport.upper() == "TCP":
+            argv.append("+tcp")
+        rc, out = await run_in_netns(netns, argv, TIMEOUT_S * 2)
+        status = _DIG_STATUS.search(out)
+        if status is None:
+            return Outcome("dropped", f"dig: no DNS answer (exit {rc})")
+        return Outcome(dns_got(status.group(1)), f"dig: status {status.group(1)}",
+                       tuple(_DIG_A.findall(out)))
     import dns.message
+    import dns.rcode
     import dns.rdatatype
 
     wire = dns.message.make_query(qname, qtype).to_wire()
@@ -239,7 +265,8 @@ async def dns_probe(netns: str, server: str, port: int, qname: str, qtype: str =
     except Exception as exc:  # a garbled answer is the server's error, not a drop
         return Outcome("app-error", f"undecodable DNS answer: {exc}")
     ips = tuple(str(r.address) for rr in msg.answer if rr.rdtype == dns.rdatatype.A for r in rr)
-    return Outcome("allowed", f"rcode {msg.rcode()}", ips)
+    rcode = dns.rcode.to_text(msg.rcode())
+    return Outcome(dns_got(rcode), f"rcode {rcode}", ips)
 
 
 async def http_probe(netns: str, dst: str, port: int, *, method: str = "GET", path: str = "/",

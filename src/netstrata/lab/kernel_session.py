@@ -133,7 +133,11 @@ class LabSession:
                                   plan.node_ips())
                 await _blocking(agent.open)
                 session.agents[node.key] = agent
-                proxy = session.proxies[node.key] = NodeProxyRunner(agent, netns=node.netns)
+                # an answer's FQDN IPs are written into every node's maps before it is
+                # released (the view is the cluster's, as the reference run's); each case
+                # starts from an empty DNS cache
+                proxy = session.proxies[node.key] = NodeProxyRunner(
+                    agent, netns=node.netns, program=session.sync, carry_learned=False)
                 await proxy.start()
         except BaseException:
             await session.close()

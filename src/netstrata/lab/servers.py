@@ -97,7 +97,12 @@ class ServerStatistics:
 # ------------------------------------------------------------------------------ protocol cores
 
 
-def dns_reply(wire: bytes, records: Mapping[str, tuple[str, ...]]) -> bytes | None:
+DNS_TTL: Final = 30
+"""Seconds of TTL on the lab DNS server's A records (what the toFQDNs IPs live for)."""
+
+
+def dns_reply(wire: bytes, records: Mapping[str, tuple[str, ...]],
+              ttl: int = DNS_TTL) -> bytes | None:
     """The answer to one DNS query from `records` (name without trailing dot -> IPs)."""
     from netstrata.proxy.dns import (
         NXDOMAIN,
@@ -116,7 +121,7 @@ def dns_reply(wire: bytes, records: Mapping[str, tuple[str, ...]]) -> bytes | No
     if name not in records:
         return build_answer(query, [], rcode=NXDOMAIN)
     ips = records[name] if query.qtype == 1 else ()
-    return build_answer(query, [DNSAnswer(query.qname, 1, 30, ip) for ip in ips if ":" not in ip])
+    return build_answer(query, [DNSAnswer(query.qname, 1, ttl, ip) for ip in ips if ":" not in ip])
 
 
 def http_response(head: bytes, server: str) -> bytes:
@@ -157,7 +162,7 @@ class _Udp(asyncio.DatagramProtocol):
         stats.datagrams += 1
         if self.port == DNS_PORT:
             stats.dns_queries += 1
-            reply = dns_reply(data, self.servers.dns_records)
+            reply = dns_reply(data, self.servers.dns_records, self.servers.dns_ttl)
         else:
             reply = data
         if reply is not None and self.transport is not None:
@@ -170,6 +175,8 @@ class LabServers:
 
     dns_records: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Name (no trailing dot) -> IPv4 addresses; may be replaced between cases."""
+    dns_ttl: int = DNS_TTL
+    """TTL of every A record answered (tests shorten it to watch toFQDNs entries expire)."""
     stats: ServerStatistics = field(default_factory=ServerStatistics)
     _closers: list[Any] = field(default_factory=list)
     _listening: set[tuple[str, int, str]] = field(default_factory=set)
@@ -301,7 +308,7 @@ class LabServers:
             except asyncio.IncompleteReadError:
                 return
             self.stats.dns_queries += 1
-            reply = dns_reply(wire, self.dns_records)
+            reply = dns_reply(wire, self.dns_records, self.dns_ttl)
             if reply is not None:
                 writer.write(len(reply).to_bytes(2, "big") + reply)
                 await writer.drain()

@@ -10,7 +10,7 @@ a redirected ingress port. Each step's decision, and the rule that made it, is r
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from netstrata.agent.engine import (
@@ -217,6 +217,14 @@ class ReferenceLab:
                 continue  # toFQDNs never applies to cluster IPs
             learned[ip] = eng.allocate_local(labels)
         self.reresolve()
+
+    def forget_fqdn_ips(self, cluster: str, ips: Iterable[str]) -> bool:
+        """Drop learned IPs whose DNS records expired, then re-resolve; True if any was held."""
+        learned = self.fqdn_ips.get(cluster, {})
+        gone = [ip for ip in ips if learned.pop(ip, None) is not None]
+        if gone:
+            self.reresolve()
+        return bool(gone)
 
     def forget_fqdns(self) -> None:
         """Start from an empty DNS cache (a fresh agent) and drop identities learned from it."""

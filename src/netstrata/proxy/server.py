@@ -56,7 +56,7 @@ from netstrata.proxy.layers.commands import (
     SendToServer,
     Verdict,
 )
-from netstrata.proxy.layers.context import Layer, LayerContext
+from netstrata.proxy.layers.context import Layer, LayerContext, MeshAuthorize
 from netstrata.proxy.layers.dns import FQDNLearner
 from netstrata.proxy.layers.events import (
     ClientData,
@@ -175,6 +175,9 @@ class NodeProxy:
         self.secrets = secrets
         self.on_flow = on_flow
         self.learner = learner
+        self.mesh_authorize: Callable[[ListenerSpec, ConnectionInfo], MeshAuthorize | None] | None = None
+        """Set by the agent's mesh (agent/mesh.py): the mesh's per-request decision for a
+        connection of one of its listeners, None for every other listener."""
         self.clock: Final = clock
         self.socket_factory: Final = socket_factory
         """Makes the TCP sockets of transparent listeners and their upstreams (family, type):
@@ -309,8 +312,9 @@ class NodeProxy:
             self.on_flow(flow)
 
     def _make_layer(self, spec: ListenerSpec, info: ConnectionInfo) -> Layer:
+        mesh = self.mesh_authorize(spec, info) if self.mesh_authorize is not None else None
         ctx = LayerContext(info, lambda: self.source.policy(info.endpoint_id), self.secrets,
-                           self.config.node_name)
+                           self.config.node_name, mesh)
         if spec.parser == "kafka":
             return KafkaLayer(ctx, self.config.kafka)
         # HTTP/1.1 or h2c (gRPC), told apart by the connection preface

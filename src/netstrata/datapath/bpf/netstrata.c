@@ -147,15 +147,16 @@ static __always_inline int deliver_bounced(struct __sk_buff *skb, const struct p
 	return reason ? drop(skb, p, d, reason) : TC_ACT_OK;
 }
 
-/* A TCP segment that opens nothing (ACK set) and that no conntrack entry knows: if a node
- * socket owns its tuple it answers a proxy upstream connection whose first packets never
- * passed this node's programs (the upstream went to another node, or came from the ingress
- * proxy's accepted socket), and it belongs to that socket, not to the pod. */
+/* A TCP segment that opens nothing (ACK set), or a UDP datagram, that no conntrack entry
+ * knows: if a node socket owns its tuple it answers a proxy upstream connection whose first
+ * packets never passed this node's programs (the upstream went to another node, or came from
+ * the ingress proxy's accepted socket), and it belongs to that socket, not to the pod. For UDP
+ * only a socket connected to the datagram's source owns it (proxy_established). */
 static __always_inline int answers_proxy_socket(struct __sk_buff *skb, const struct pkt *p)
 {
 	struct bpf_sock *sk;
 
-	if (p->proto != IPPROTO_TCP || !(p->tcp_flags & TCP_FLAG_ACK))
+	if (p->proto == IPPROTO_TCP ? !(p->tcp_flags & TCP_FLAG_ACK) : p->proto != IPPROTO_UDP)
 		return 0;
 	sk = proxy_established(skb, p);
 	if (!sk)

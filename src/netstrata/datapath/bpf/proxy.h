@@ -41,7 +41,11 @@ static __always_inline int is_proxy_upstream_mark(__u32 mark)
 
 /* The node socket that owns the packet's tuple (an accepted proxy connection, or a proxy
  * upstream connection the packet answers), or NULL. Listeners are not an answer here: a
- * listener on the original port would be some host process, not the proxy. */
+ * listener on the original port would be some host process, not the proxy.
+ *
+ * UDP has no connection state: a lookup also finds unconnected sockets, such as the DNS
+ * proxy's reply socket bound to a server's address (transparent). Only a socket connected to
+ * exactly the packet's source owns it (the DNS proxy's upstream query socket). */
 static __always_inline struct bpf_sock *proxy_established(struct __sk_buff *skb,
 							  const struct pkt *p)
 {
@@ -51,6 +55,14 @@ static __always_inline struct bpf_sock *proxy_established(struct __sk_buff *skb,
 	};
 	struct bpf_sock *sk;
 
+	if (p->proto == IPPROTO_UDP) {
+		sk = bpf_sk_lookup_udp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (sk && (sk->dst_ip4 != p->saddr_be || sk->dst_port != p->sport_be)) {
+			bpf_sk_release(sk);
+			return NULL;
+		}
+		return sk;
+	}
 	if (p->proto != IPPROTO_TCP)
 		return NULL;
 	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);

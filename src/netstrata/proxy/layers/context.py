@@ -30,10 +30,16 @@ from typing import Final, Protocol
 
 from netstrata.datapath.reference.l7 import SecretLookup
 from netstrata.observe.builders import Packet, PolicyRef
+from netstrata.policy.l7 import HTTPRequest
 from netstrata.policy.types import L7Policy, Proto, ResolvedPolicy
 from netstrata.proxy.layers.commands import Command
 from netstrata.proxy.layers.events import Event
 from netstrata.proxy.policy_source import ConnectionInfo
+
+MeshAuthorize = Callable[[HTTPRequest, bool], tuple[int, bytes] | None]
+"""The mesh's say on one HTTP request after Cilium's L7 rules allowed it: (request, is it
+gRPC) -> None to forward, or (status, body) of the local reply (Istio's 403 `RBAC: access
+denied`, 401 for a rejected JWT; a gRPC request gets the trailers-only form)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,9 @@ class LayerContext:
     """(namespace, name) -> Secret value, for `headerMatches` with `secret`."""
     node_name: str = ""
     """For flows."""
+    mesh_authorize: MeshAuthorize | None = None
+    """Set on the mesh's inbound listener (agent/mesh.py): Cilium's L7 rules apply first (no
+    rule set for the port means Cilium has nothing to say), then this decides."""
 
     def l7_policy(self) -> tuple[L7Policy | None, ResolvedPolicy | None]:
         """(the rule set of the original destination's port, the policy it came from)."""
@@ -139,6 +148,7 @@ __all__ = [
     "SENSITIVE_HEADERS",
     "Layer",
     "LayerContext",
+    "MeshAuthorize",
     "Timeouts",
     "is_tcp",
     "policy_refs",

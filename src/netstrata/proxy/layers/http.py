@@ -322,7 +322,11 @@ class HTTPLayer:
         l7, policy = self.ctx.l7_policy()
         ex.revision = policy.revision if policy is not None else 0
         hidden = _secret_headers(l7)
-        if l7 is None or l7.parser != "http":
+        mesh = self.ctx.mesh_authorize
+        forwarded: object
+        if (l7 is None or l7.parser != "http") and mesh is not None:
+            allowed, cookie, forwarded = True, None, request  # Cilium has no HTTP rules here
+        elif l7 is None or l7.parser != "http":
             out.append(Log(f"no http rule set for port {self.ctx.info.original_dst[1]}: deny",
                            logging.INFO))
             allowed, cookie, forwarded = False, None, None
@@ -335,7 +339,17 @@ class HTTPLayer:
             # Audit mode (netstrata's L7 extension): report the would-be denial, forward the
             # request as the client sent it (no rule rewrote it).
             allowed, forwarded, flow_verdict = True, request, FlowVerdict.AUDIT
+        denial = None
+        if allowed and mesh is not None and isinstance(forwarded, HTTPRequest):
+            grpc = (ex.head.header("content-type") or "").startswith("application/grpc")
+            denial = mesh(forwarded, grpc)  # Cilium's L7 first, then the mesh (stratum 3)
+            if denial is not None:
+                flow_verdict = FlowVerdict.DROPPED
         out.append(Verdict(self._request_flow(ex, flow_verdict, now, hidden)))
+        if denial is not None:
+            ex.deny_verdict = FlowVerdict.DROPPED
+            self._reply(denial[0], denial[1], now, out)
+            return
         if not allowed or not isinstance(forwarded, HTTPRequest):
             head = ex.head
             # a client waiting for 100-continue may never send the body we would have to skip

@@ -356,7 +356,11 @@ class H2Layer:
     ) -> None:
         l7, policy = self.ctx.l7_policy()
         s.revision = policy.revision if policy is not None else 0
-        if l7 is None or l7.parser != "http":
+        mesh = self.ctx.mesh_authorize
+        forwarded: object
+        if (l7 is None or l7.parser != "http") and mesh is not None:
+            allowed, cookie, forwarded = True, None, request  # Cilium has no HTTP rules here
+        elif l7 is None or l7.parser != "http":
             out.append(
                 Log(
                     f"no http rule set for port {self.ctx.info.original_dst[1]}: deny", logging.INFO
@@ -367,16 +371,22 @@ class H2Layer:
             verdict = l7_check(l7, self.ctx.info.peer_identity, request, self.ctx.secrets)
             allowed, cookie, forwarded = verdict.allowed, verdict.cookie, verdict.forwarded
         s.policies = policy_refs(policy, cookie)
+        denial = None
+        if allowed and mesh is not None and isinstance(forwarded, HTTPRequest):
+            denial = mesh(forwarded, s.grpc)  # Cilium's L7 first, then the mesh (stratum 3)
         out.append(
             Verdict(
                 self._request_flow(
                     s,
-                    FlowVerdict.FORWARDED if allowed else FlowVerdict.DROPPED,
+                    FlowVerdict.FORWARDED if allowed and denial is None else FlowVerdict.DROPPED,
                     now,
                     _secret_headers(l7),
                 )
             )
         )
+        if denial is not None:
+            self._reply(s, denial[0], denial[1], FlowVerdict.DROPPED, now, out)
+            return
         if not allowed or not isinstance(forwarded, HTTPRequest):
             self._reply(s, 403, ACCESS_DENIED_BODY, FlowVerdict.DROPPED, now, out)
             return

@@ -1,0 +1,236 @@
+"""The mesh's inbound side in the node proxy: tunnelled connections meet the proxy's HTTP layers.
+
+The destination node proxy's `TunnelServer` (mesh/tunnel.py) verifies the source workload's
+certificate and applies PeerAuthentication; what it admits is handed to this node's
+`NodeProxy`, so HTTP/1.1, h2c and gRPC are parsed by the same layers that enforce Cilium's L7
+rules, and each request is then decided by `mesh.evaluate` with the peer principal the
+handshake proved (`mesh_authorizer`, plugged in through `NodeProxy.mesh_authorize`).
+
+The hand-off is one local TCP hop: `MeshInbound.handle` connects to the proxy's mesh listener
+and registers the connection under the local address it connected from; the listener's
+`PolicySource` (`MeshHandOffSource`) looks that address up, so the layers see the original
+destination and the source as the tunnel told them, and the authorizer sees the
+`InboundConnection` (peer, workload, target).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from netstrata.api.istio import IstioObject
+from netstrata.mesh import MeshRequest, evaluate
+from netstrata.mesh.authz import GRPC_UNAUTHENTICATED
+from netstrata.mesh.tunnel import InboundConnection, pipe
+from netstrata.mesh.types import JwksFetcher, MeshConfig
+from netstrata.policy.l7 import HTTPRequest
+from netstrata.policy.types import Direction, ResolvedPolicy
+from netstrata.proxy.layers.context import MeshAuthorize
+from netstrata.proxy.policy_source import Address, ConnectionInfo, PolicySource
+from netstrata.proxy.server import ListenerSpec, NodeProxy
+
+log = logging.getLogger(__name__)
+
+MESH_LISTENER = "mesh-inbound"
+"""Name of the proxy listener that takes the hand-off (HTTP parser, ingress side)."""
+
+
+def mesh_authorizer(
+    objects: Sequence[IstioObject],
+    conn: InboundConnection,
+    mesh: MeshConfig,
+    *,
+    source_ip: str,
+    clock: Callable[[], float] = time.time,
+    jwks_fetcher: JwksFetcher | None = None,
+) -> MeshAuthorize:
+    """The per-request decision of one admitted connection: None forwards, else the local
+    reply Istio's proxy would make (403 `RBAC: access denied`, 401 for a rejected JWT)."""
+    workload = conn.workload
+    target = conn.target
+
+    def authorize(request: HTTPRequest, grpc: bool) -> tuple[int, bytes] | None:
+        if workload is None:  # admission let no workload through; fail closed
+            return 403, b"RBAC: access denied"
+        decision = evaluate(
+            tuple(objects),
+            MeshRequest(
+                workload=workload,
+                destination_port=target[1],
+                protocol="grpc" if grpc else "http",
+                source_ip=source_ip,
+                destination_ip=target[0],
+                method=request.method,
+                host=request.host,
+                path=request.path,
+                headers=tuple(request.headers),
+            ),
+            conn.peer,
+            mesh,
+            now=clock(),
+            jwks_fetcher=jwks_fetcher,
+        )
+        if decision.allowed:
+            return None
+        log.info(
+            "mesh denied %s %s from %s: %s",
+            request.method,
+            request.path,
+            conn.peer.principal,
+            decision.decided_by,
+        )
+        # the decision states a gRPC denial in its wire form (:status 200, grpc-status); the
+        # layers take the HTTP status and make that form themselves
+        status = 401 if decision.grpc_status == GRPC_UNAUTHENTICATED else decision.status
+        if status is None or status < 400:
+            status = 403
+        return status, (decision.body or "RBAC: access denied").encode()
+
+    return authorize
+
+
+@dataclass(frozen=True, slots=True)
+class _HandOff:
+    conn: InboundConnection
+    source_ip: str
+
+
+class MeshHandOffSource(PolicySource):
+    """The node proxy's policy source, told where the mesh listener's connections come from.
+
+    Connections of `MESH_LISTENER` are resolved as if the source had connected to the original
+    destination itself (ingress, the destination workload's policy); everything else goes to
+    `inner` unchanged.
+    """
+
+    def __init__(self, inner: PolicySource) -> None:
+        self.inner = inner
+        self._pending: dict[Address, _HandOff] = {}
+
+    def expect(self, local: Address, hand_off: _HandOff) -> None:
+        self._pending[local] = hand_off
+
+    def forget(self, local: Address) -> None:
+        self._pending.pop(local, None)
+
+    def hand_off(self, client: Address) -> _HandOff | None:
+        return self._pending.get(client)
+
+    def resolve(
+        self, listener: str, direction: Direction, proto: int, client: Address, local: Address
+    ) -> ConnectionInfo | None:
+        if listener != MESH_LISTENER:
+            return self.inner.resolve(listener, direction, proto, client, local)
+        found = self._pending.get(client)
+        if found is None:  # not one of ours: fail closed
+            return None
+        info = self.inner.resolve(
+            listener, Direction.INGRESS, proto, (found.source_ip, client[1]), found.conn.target
+        )
+        if info is None:
+            return None
+        # keep the hop's address as the client: it is what `hand_off` finds the connection by
+        return ConnectionInfo(
+            info.endpoint_id,
+            info.direction,
+            info.peer_identity,
+            client,
+            info.original_dst,
+            info.proto,
+            info.source,
+            info.destination,
+        )
+
+    def policy(self, endpoint_id: int) -> ResolvedPolicy | None:
+        return self.inner.policy(endpoint_id)
+
+
+class MeshInbound:
+    """Wires a `TunnelServer`'s admitted connections into a `NodeProxy` (module docstring).
+
+    Args:
+        proxy: the node proxy; its source must be the `MeshHandOffSource` given here.
+        source: the hand-off source the proxy resolves with.
+        objects: the current Istio objects of this cluster (re-read per connection).
+        mesh: this cluster's meshConfig.
+    """
+
+    def __init__(
+        self,
+        proxy: NodeProxy,
+        source: MeshHandOffSource,
+        objects: Callable[[], Sequence[IstioObject]],
+        mesh: MeshConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        jwks_fetcher: JwksFetcher | None = None,
+    ) -> None:
+        self.proxy, self.source, self.objects, self.mesh = proxy, source, objects, mesh
+        self.clock, self.jwks_fetcher = clock, jwks_fetcher
+        self.address: Address | None = None
+        proxy.mesh_authorize = self._authorizer
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Address:
+        """Start the proxy's mesh listener (HTTP/1.1 and h2c, ingress policy)."""
+        self.address = await self.proxy.add_listener(
+            ListenerSpec(MESH_LISTENER, "http", Direction.INGRESS, host, port)
+        )
+        return self.address
+
+    def _authorizer(self, spec: ListenerSpec, info: ConnectionInfo) -> MeshAuthorize | None:
+        if spec.name != MESH_LISTENER:
+            return None
+        found = self.source.hand_off(info.client)
+        if found is None:
+            return lambda request, grpc: (403, b"RBAC: access denied")
+        return mesh_authorizer(
+            self.objects(),
+            found.conn,
+            self.mesh,
+            source_ip=found.source_ip,
+            clock=self.clock,
+            jwks_fetcher=self.jwks_fetcher,
+        )
+
+    async def handle(
+        self,
+        conn: InboundConnection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        source_ip: str | None = None,
+    ) -> None:
+        """A `TunnelServer` handler: carry `conn` into the proxy's mesh listener.
+
+        `source_ip` is the source workload's address when known (the kernel lab), else the
+        socket peer of the tunnel."""
+        assert self.address is not None, "start() first"
+        # registered before connecting: the proxy may resolve the accept before we resume
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((self.address[0], 0))
+        sock.setblocking(False)
+        host, port = sock.getsockname()[:2]
+        local = (str(host), int(port))
+        self.source.expect(local, _HandOff(conn, source_ip or conn.source_address[0]))
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, self.address)
+            hop = await asyncio.open_connection(sock=sock)
+        except OSError:
+            sock.close()
+            self.source.forget(local)
+            writer.close()
+            return
+        try:
+            await pipe((reader, writer), hop)
+        finally:
+            self.source.forget(local)
+            with contextlib.suppress(Exception):
+                hop[1].close()
+
+
+__all__ = ["MESH_LISTENER", "MeshHandOffSource", "MeshInbound", "mesh_authorizer"]
