@@ -41,10 +41,11 @@ from netstrata.policy.types import Direction
 TCP, UDP, ICMP, SCTP = 6, 17, 1, 132
 PROXY_SKIP: Final = ("needs the L7 proxy for a protocol the lab does not send through it yet "
                      "(only HTTP/1.1 probes go through the node proxy)")
-PROXIED_KINDS: Final = frozenset({"http"})
+PROXIED_KINDS: Final = frozenset({"http", "dns"})
 """Probe protocols sent through the kernel's redirect to the node proxy."""
-DNS_PROXY_SKIP: Final = ("needs DNS/FQDN learning through the L7 DNS proxy (the lookup is "
-                         "redirected to it), which the kernel lab does not run yet")
+MESH_SKIP: Final = ("needs the mesh layer in the lab: the reference path is decided by, or "
+                    "passes through, the destination's mesh proxy (mTLS, AuthorizationPolicy), "
+                    "which the kernel lab does not run yet")
 Flow = tuple[str, str, int, int]
 """(source IP, destination IP, IANA protocol, destination port; 0 for ICMP)."""
 
@@ -86,17 +87,18 @@ def plan_shot(runner: ScenarioRunner, plan: LabPlan, probe: Probe) -> Shot:
         shot.skip = SKIP_VERDICTS[probe.expect]
         return shot
     shot.reference = runner.run_probe(probe)
+    if _needs_mesh(probe, shot.reference):
+        shot.skip = MESH_SKIP
+        return shot
     src = runner._workload(probe.src)
     to = probe.to if isinstance(probe.to, dict) else {}
     dst_ip, dport, name = runner._target(probe, src, int(probe.port or 0))
     if probe.raw.get("resolve") == "kube-dns" and name and "fqdn" in to:
         dns = runner._kube_dns(src.workload.cluster)
         if dns is not None:
-            looked = runner._dns_lookup(src, name)
+            # the reference's lookup learned its IPs; the real one (dig, through the
+            # kernel's redirect to the DNS proxy) must learn them itself
             runner.lab.forget_fqdns()
-            if looked is not None and looked.proxied:
-                shot.skip = DNS_PROXY_SKIP
-                return shot
             shot.lookup = (dns.ip, name)
     if shot.reference.proxied and probe.protocol.lower() not in PROXIED_KINDS:
         shot.skip = PROXY_SKIP
@@ -112,6 +114,14 @@ def plan_shot(runner: ScenarioRunner, plan: LabPlan, probe: Probe) -> Shot:
         return shot
     _settle_kind(shot, plan, probe, name if "fqdn" in to else None)
     return shot
+
+
+def _needs_mesh(probe: Probe, reference: ProbeOutcome) -> bool:
+    """The lab sends no traffic through a mesh proxy, so it can neither reproduce a verdict
+    on a meshed path nor show the mesh facts (`expect.mesh`) a probe states."""
+    if (probe.raw.get("expect") or {}).get("mesh"):
+        return True
+    return reference.mesh is not None and reference.mesh.verdict != "not-applicable"
 
 
 def _settle_kind(shot: Shot, plan: LabPlan, probe: Probe, fqdn: str | None) -> None:
