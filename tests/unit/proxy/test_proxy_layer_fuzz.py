@@ -30,8 +30,8 @@ DST = ("10.0.0.9", 80)
 
 
 def ctx(parser: str, rules: tuple[object, ...]) -> LayerContext:
-    pol = ResolvedPolicy(1, 1, 1, {}, True, False,
-                         {(Direction.INGRESS, 6, 80, 16): L7Policy(parser, (L7Entry(None, rules),))})
+    pol = ResolvedPolicy(1, 1, 1, {}, True, False, l7={
+        (Direction.INGRESS, 6, 80, 16): L7Policy(parser, (L7Entry(None, rules),))})
     return LayerContext(ConnectionInfo(1, Direction.INGRESS, 7, ("10.0.0.1", 5), DST), lambda: pol)
 
 
