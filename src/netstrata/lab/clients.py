@@ -209,6 +209,10 @@ async def udp_probe(netns: str, dst: str, port: int, payload: bytes = b"netstrat
     return Outcome("allowed", f"echoed {len(reply)} bytes")
 
 
+DNS_TIMEOUT_S: Final = 3.0
+"""How long a DNS client waits for its answer: the DNS proxy holds an answer whose names
+toFQDNs selects until its IPs are in the kernel, which on a loaded machine can take longer
+than `TIMEOUT_S`."""
 _DIG_STATUS: Final = re.compile(r"->>HEADER<<- opcode: \w+, status: (\w+)")
 _DIG_A: Final = re.compile(r"^\S+\s+\d+\s+IN\s+A\s+(\S+)$", re.MULTILINE)
 
@@ -226,11 +230,11 @@ async def dns_probe(netns: str, server: str, port: int, qname: str, qtype: str =
     denial."""
     dig = tool("dig")
     if dig is not None:
-        argv = [dig, f"@{server}", "-p", str(port), "+tries=1", f"+time={int(TIMEOUT_S)}",
+        argv = [dig, f"@{server}", "-p", str(port), "+tries=1", f"+time={int(DNS_TIMEOUT_S)}",
                 "+nocmd", "+noquestion", "+nostats", qname, qtype]
         if transport.upper() == "TCP":
             argv.append("+tcp")
-        rc, out = await run_in_netns(netns, argv, TIMEOUT_S * 2)
+        rc, out = await run_in_netns(netns, argv, DNS_TIMEOUT_S * 2)
         status = _DIG_STATUS.search(out)
         if status is None:
             return Outcome("dropped", f"dig: no DNS answer (exit {rc})")
@@ -254,7 +258,7 @@ async def dns_probe(netns: str, server: str, port: int, qname: str, qtype: str =
         with sock:
             try:
                 await loop.sock_sendto(sock, wire, (server, port))
-                async with asyncio.timeout(TIMEOUT_S):
+                async with asyncio.timeout(DNS_TIMEOUT_S):
                     reply = await loop.sock_recv(sock, 65536)
             except TimeoutError:
                 reply = None
@@ -279,8 +283,9 @@ async def http_probe(netns: str, dst: str, port: int, *, method: str = "GET", pa
     scheme = "https" if tls else "http"
     # the body comes back too: an L7 denial is told apart from a server's own 403 by it
     argv = [curl, "-sS", "-w", "\n%{http_code}", "--path-as-is", "-k",
-            "--connect-timeout", str(TIMEOUT_S), "--max-time", str(TIMEOUT_S * 3),
-            "-X", method]
+            "--connect-timeout", str(TIMEOUT_S), "--max-time", str(TIMEOUT_S * 3)]
+    # `-X HEAD` would make curl wait for the body the Content-Length announces (exit 18)
+    argv += ["--head", "-o", "/dev/null"] if method.upper() == "HEAD" else ["-X", method]
     if host and tls:
         argv += ["--resolve", f"{host}:{port}:{dst}", f"{scheme}://{host}:{port}{path}"]
     else:

@@ -4,10 +4,12 @@
 namespace and address, its destination (services resolve to the backend the reference run
 picks: probes target pod IPs until service load balancing exists, FORMAT.md), the client to
 use, and whether this build can run it at all. A probe whose path the reference run sends
-through the L7 proxy for anything but HTTP/1.1 (a redirecting entry, or a DNS lookup the DNS
-proxy must see for toFQDNs), that the mesh decides, or that is IPv6 is `skipped` with the
-reason, never judged. HTTP probes whose path redirects go through the kernel's transparent
-redirect to each node's proxy (`agent/proxy.py`), as any other traffic.
+through the L7 proxy for anything but HTTP/1.1 and DNS, that the mesh decides, or that is
+IPv6 is `skipped` with the reason, never judged. HTTP and DNS probes whose path redirects go
+through the kernel's transparent redirect to each node's proxy (`agent/proxy.py`), as any
+other traffic; a probe to a toFQDNs name first looks it up with dig through the same redirect
+(the DNS proxy programs the answer's IPs into the kernel before dig sees it), then connects
+to the answered address, as a pod would.
 
 `fire()` sends it from inside the source namespace with a real client and reports what the
 client saw. `outcome()` turns that into the result the report carries: `got` from the
@@ -40,7 +42,7 @@ from netstrata.policy.types import Direction
 
 TCP, UDP, ICMP, SCTP = 6, 17, 1, 132
 PROXY_SKIP: Final = ("needs the L7 proxy for a protocol the lab does not send through it yet "
-                     "(only HTTP/1.1 probes go through the node proxy)")
+                     "(only HTTP/1.1 and DNS probes go through the node proxy)")
 PROXIED_KINDS: Final = frozenset({"http", "dns"})
 """Probe protocols sent through the kernel's redirect to the node proxy."""
 MESH_SKIP: Final = ("needs the mesh layer in the lab: the reference path is decided by, or "
