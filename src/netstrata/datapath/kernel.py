@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal, final
+from typing import Final, Literal, TypeVar, final
 
 from netstrata.datapath.loader import (
     BPFFS_ROOT,
@@ -49,6 +49,10 @@ from netstrata.datapath.maps import (
     FlowEvent,
     IpcacheInfo,
     IpcacheKey,
+    MeshInfo,
+    MeshPathValue,
+    MeshPortKey,
+    MeshRangeKey,
     PolicyEntry,
     PolicyKey,
     decode_flow_event,
@@ -60,6 +64,7 @@ from netstrata.datapath.maps import (
     policy_entry_of,
     policy_key_of,
 )
+from netstrata.datapath.mesh_capture import MeshCaptureTable
 from netstrata.datapath.policy_batch import encode_policy_entries, encode_policy_keys
 from netstrata.errors import DatapathError
 from netstrata.netns import attach_bpf, detach_bpf, ifindex, ifname_of
@@ -146,6 +151,21 @@ class DatapathStatistics:
     policy_deletes: int
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _sync_map(bpf_map: BpfMap[K, V], want: Mapping[K, V]) -> Delta:
+    """Make a hash or LPM map hold exactly `want`, writing only the difference."""
+    have = dict(bpf_map.items())
+    upserts = [(k, v) for k, v in want.items() if have.get(k) != v]
+    stale = [k for k in have if k not in want]
+    bpf_map.update_many(upserts)
+    bpf_map.delete_many(stale)
+    added = sum(1 for k, _ in upserts if k not in have)
+    return Delta(added, len(upserts) - added, len(stale))
+
+
 @final
 class KernelDatapath:
     """Pinned maps + tc programs of one node. Host veths live in `netns` (None: ours)."""
@@ -160,6 +180,9 @@ class KernelDatapath:
         self._ipcache_map: BpfMap[IpcacheKey, IpcacheInfo] = maps["nst_ipcache"]  # type: ignore[assignment]
         self._policy: BpfMap[PolicyKey, PolicyEntry] = maps["nst_policy"]  # type: ignore[assignment]
         self._ct: BpfMap[CtKey, CtEntry] = maps["nst_conntrack"]  # type: ignore[assignment]
+        self._mesh: BpfMap[EndpointKey, MeshInfo] = maps["nst_mesh"]  # type: ignore[assignment]
+        self._mesh_ports: BpfMap[MeshPortKey, MeshPathValue] = maps["nst_mesh_ports"]  # type: ignore[assignment]
+        self._mesh_ranges: BpfMap[MeshRangeKey, MeshPathValue] = maps["nst_mesh_ranges"]  # type: ignore[assignment]
         self._events = RingBufferReader(self._obj.map_fd("nst_events"), decode_flow_event,
                                         name="nst_events")
         # The same ring read in bulk from its mapping (`read_raw_events`); both readers move
@@ -263,6 +286,36 @@ class KernelDatapath:
         self._ipcache = want
         added = sum(1 for k, _ in upserts if network_of(k) not in have)
         return Delta(added, len(upserts) - added, len(stale))
+
+    # ----------------------------------------------------------------------------- mesh
+
+    def sync_mesh(self, workloads: Mapping[IPv4Address | str, MeshCaptureTable]) -> Delta:
+        """Make the mesh-capture maps hold exactly `workloads` (meshed workload address ->
+        its table from `mesh_capture.capture_table`), this node's and other nodes' alike.
+        Entries are compared with the kernel's, so only the difference is written."""
+        infos: dict[EndpointKey, MeshInfo] = {}
+        ports: dict[MeshPortKey, MeshPathValue] = {}
+        ranges: dict[MeshRangeKey, MeshPathValue] = {}
+        for raw_ip, table in workloads.items():
+            ip = IPv4Address(raw_ip)
+            infos[EndpointKey(ip)] = MeshInfo(int(table.flags))
+            for (direction, port), path in table.ports.items():
+                ports[MeshPortKey(ip, int(direction), port)] = MeshPathValue(int(path))
+            for net, path in table.ranges.items():
+                ranges[MeshRangeKey(32 + net.prefixlen, ip, net.network_address)] = (
+                    MeshPathValue(int(path)))
+        # workload entries go first on the way out and last on the way in, so the kernel never
+        # holds a workload without the port and range entries that narrow its defaults
+        gone = [k for k, _ in self._mesh.items() if k not in infos]
+        self._mesh.delete_many(gone)
+        deltas = (_sync_map(self._mesh_ports, ports), _sync_map(self._mesh_ranges, ranges),
+                  _sync_map(self._mesh, infos))
+        return Delta(sum(d.added for d in deltas), sum(d.changed for d in deltas),
+                     len(gone) + sum(d.removed for d in deltas))
+
+    def mesh(self) -> dict[IPv4Address, MeshInfo]:
+        """The meshed workloads the kernel knows, by address."""
+        return {k.ip_be: v for k, v in self._mesh.items()}
 
     # --------------------------------------------------------------------------- policy
 

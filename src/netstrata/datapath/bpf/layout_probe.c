@@ -16,6 +16,10 @@ struct ct_key probe_ct_key;
 struct ct_entry probe_ct_entry;
 struct flow_event probe_flow_event;
 struct events_lost probe_events_lost;
+struct mesh_info probe_mesh_info;
+struct mesh_port_key probe_mesh_port_key;
+struct mesh_range_key probe_mesh_range_key;
+struct mesh_path probe_mesh_path;
 
 enum nst_verdict probe_verdict;
 enum nst_direction probe_direction;
@@ -30,3 +34,6 @@ enum nst_ct_flag probe_ct_flag;
 enum nst_event_flag probe_event_flag;
 enum nst_policy_prefix probe_policy_prefix;
 enum nst_proxy probe_proxy;
+enum nst_mesh_port probe_mesh_port;
+enum nst_mesh_flag probe_mesh_flag;
+enum nst_mesh_path probe_mesh_path_enum;

@@ -85,4 +85,36 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nst_events_lost SEC(".maps");
 
+/* Meshed workloads by address, this node's and every other node's (the source side needs to
+ * know the destination is meshed). HASH like nst_endpoints; 65536 covers a lab's clusters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct endpoint_key);
+	__type(value, struct mesh_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nst_mesh SEC(".maps");
+
+/* Ports named by local workloads' capture annotations. HASH: exact port; few per workload. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mesh_port_key);
+	__type(value, struct mesh_path);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nst_mesh_ports SEC(".maps");
+
+/* Outbound IP ranges of local workloads. LPM_TRIE: the most specific range decides (the
+ * encoding in datapath/mesh_capture.py keeps Istio's "excluded before included" order). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct mesh_range_key);
+	__type(value, struct mesh_path);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nst_mesh_ranges SEC(".maps");
+
 #endif /* NETSTRATA_MAPS_DEF_H */

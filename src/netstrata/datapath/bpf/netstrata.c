@@ -19,6 +19,7 @@
 #include "maps_def.h"
 #include "netstrata_maps.h"
 #include "parse.h"
+#include "mesh.h"
 #include "policy.h"
 #include "proxy.h"
 
@@ -175,7 +176,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	__u16 proxy_port = 0, reason;
 	__u8 ep_flags, ct_flags = 0;
 	__u64 now;
-	int ret, from_ingress_proxy = 0;
+	int ret, from_ingress_proxy = 0, mesh_captured = 0;
 
 	ret = parse_packet(skb, &p);
 	if (ret == PARSE_PASS)
@@ -246,6 +247,16 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	} else {
 		d.verdict = NST_VERDICT_FORWARDED;
 	}
+	/* The mesh, a decision of its own after L3/L4 allowed the connection (mesh.h): a meshed
+	 * connection goes to the node proxy's mesh listener. Connections the node proxy opened
+	 * (an upstream, ct_flags set) already went through it and are not captured again; a port
+	 * with Cilium L7 rules stays with the L7 listener (not carried by the mesh, see mesh.md). */
+	if (!proxy_port && !ct_flags && mesh_captures(&p, direction)) {
+		d.verdict = NST_VERDICT_REDIRECTED;
+		proxy_port = direction == NST_DIR_EGRESS ? NST_MESH_PORT_OUTBOUND : NST_MESH_PORT_INBOUND;
+		d.res.proxy_port = proxy_port;
+		mesh_captured = 1;
+	}
 
 	if (d.ct_state == NST_CT_NEW) {
 		if (ct_create(&p, d.endpoint_id, direction, now, d.res.cookie, proxy_port, ct_flags) < 0)
@@ -253,8 +264,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	} else if (ct) {
 		ct_refresh(ct, &p, now, 0);
 	}
-	/* a verdict event for every new connection (and untracked fragment), not every packet */
-	if ((ep_flags & enforced_flag) && d.ct_state != NST_CT_ESTABLISHED)
+	/* a verdict event for every new connection (and untracked fragment), not every packet;
+	 * a mesh capture is reported even where no policy is enforced */
+	if (((ep_flags & enforced_flag) || mesh_captured) && d.ct_state != NST_CT_ESTABLISHED)
 		emit(skb, &p, &d, NST_EVENT_POLICY_VERDICT, 0);
 	if (!proxy_port)
 		return TC_ACT_OK;

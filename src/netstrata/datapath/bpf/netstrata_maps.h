@@ -145,6 +145,30 @@ enum nst_proxy {
 	NST_PROXY_EGRESS_ADDR = 0x7f000002,  /* 127.0.0.2, host order */
 };
 
+/* The mesh capture (docs/mesh.md, "Kernel capture"): after the L3/L4 verdict, a TCP
+ * connection between meshed workloads goes to the node proxy's mesh listeners instead of its
+ * destination. Outbound (from_pod of the source) to the egress address's OUTBOUND port, where
+ * the source node's proxy opens the mTLS tunnel; inbound (to_pod of the destination) to the
+ * ingress address's INBOUND port, where plaintext meets PeerAuthentication. Istio's own
+ * ports (15001 outbound, 15006 inbound), clear of the L7 parsers' 150xx ports. */
+enum nst_mesh_port {
+	NST_MESH_PORT_OUTBOUND = 15001,
+	NST_MESH_PORT_INBOUND = 15006,
+};
+
+/* mesh_info.flags */
+enum nst_mesh_flag {
+	NST_MESH_FLAG_ENROLLED = 1,         /* a meshed workload (local or on another node) */
+	NST_MESH_FLAG_INBOUND_DEFAULT = 2,  /* a port without a mesh_port entry is captured inbound */
+	NST_MESH_FLAG_OUTBOUND_DEFAULT = 4, /* a destination no port/range entry names is captured */
+};
+
+/* mesh_path.path: what a port or range entry says (0, no entry, never stored). */
+enum nst_mesh_path {
+	NST_MESH_PATH_BYPASS = 1,
+	NST_MESH_PATH_CAPTURE = 2,
+};
+
 /* Policy-map LPM prefix lengths (bits of policy_key after `prefixlen`). */
 enum nst_policy_prefix {
 	/* endpoint_id (32) + identity (32) + direction (8): always exact */
@@ -288,6 +312,59 @@ struct ct_entry {
 	__u8 pad;
 };
 _Static_assert(sizeof(struct ct_entry) == 32, "ct_entry");
+
+/* mesh map value, keyed by struct endpoint_key (a meshed workload's address).
+ *   off size field
+ *     0    1 flags          enum nst_mesh_flag
+ *     1    3 pad
+ */
+struct mesh_info {
+	__u8 flags;
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct mesh_info) == 4, "mesh_info");
+
+/* mesh port-capture key: a port the workload's bypass annotations (or Istio's own proxy ports)
+ * name, in the direction they apply to (ingress: the destination's inbound ports, egress: the
+ * source's outbound ports).
+ *   off size field
+ *     0    4 ip_be          the workload whose annotations these are
+ *     4    1 direction      enum nst_direction
+ *     5    1 pad
+ *     6    2 port_be
+ */
+struct mesh_port_key {
+	__be32 ip_be;
+	__u8 direction;
+	__u8 pad;
+	__be16 port_be;
+};
+_Static_assert(sizeof(struct mesh_port_key) == 8, "mesh_port_key");
+
+/* mesh outbound-range LPM key: a destination CIDR of the source's excludeOutboundIPRanges /
+ * includeOutboundIPRanges. Stored prefixlen = 32 (the source, always exact) + CIDR bits.
+ *   off size field
+ *     0    4 prefixlen
+ *     4    4 ip_be          the source workload
+ *     8    4 dst_be         destination prefix (host bits zero)
+ */
+struct mesh_range_key {
+	__u32 prefixlen;
+	__be32 ip_be;
+	__be32 dst_be;
+};
+_Static_assert(sizeof(struct mesh_range_key) == 12, "mesh_range_key");
+
+/* mesh port-capture and range value.
+ *   off size field
+ *     0    1 path           enum nst_mesh_path
+ *     1    3 pad
+ */
+struct mesh_path {
+	__u8 path;
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct mesh_path) == 4, "mesh_path");
 
 /* events ring buffer record (drop, policy verdict, trace).
  *   off size field

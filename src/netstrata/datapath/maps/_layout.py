@@ -123,6 +123,29 @@ class ProxyRedirect(IntEnum):
     """127.0.0.2 (host order): where egress listeners bind."""
 
 
+class MeshPort(IntEnum):
+    """`enum nst_mesh_port`: the node proxy's mesh listeners (outbound on the egress address,
+    inbound on the ingress address)."""
+
+    OUTBOUND = 15001
+    INBOUND = 15006
+
+
+class MeshFlag(IntFlag):
+    """`enum nst_mesh_flag`: `mesh_info.flags`."""
+
+    ENROLLED = 1
+    INBOUND_DEFAULT = 2
+    OUTBOUND_DEFAULT = 4
+
+
+class MeshPath(IntEnum):
+    """`enum nst_mesh_path`: what a mesh port or range entry says."""
+
+    BYPASS = 1
+    CAPTURE = 2
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class EnumSpec:
@@ -151,6 +174,9 @@ ENUMS: Final[tuple[EnumSpec, ...]] = (
     EnumSpec("nst_event_flag", "NST_EVENT_", EventFlag),
     EnumSpec("nst_policy_prefix", "NST_POLICY_PREFIX_", PolicyPrefix),
     EnumSpec("nst_proxy", "NST_PROXY_", ProxyRedirect),
+    EnumSpec("nst_mesh_port", "NST_MESH_PORT_", MeshPort),
+    EnumSpec("nst_mesh_flag", "NST_MESH_FLAG_", MeshFlag),
+    EnumSpec("nst_mesh_path", "NST_MESH_PATH_", MeshPath),
 )
 
 # --------------------------------------------------------------------------- struct specs
@@ -401,6 +427,40 @@ class EventsLost:
     records: int
 
 
+@dataclass(frozen=True, slots=True)
+class MeshInfo:
+    """`struct mesh_info`: a meshed workload's capture defaults."""
+
+    flags: int
+    """`MeshFlag` bits."""
+
+
+@dataclass(frozen=True, slots=True)
+class MeshPortKey:
+    """`struct mesh_port_key`: a port a workload's capture annotations name."""
+
+    ip_be: IPv4Address
+    direction: int
+    port_be: int
+
+
+@dataclass(frozen=True, slots=True)
+class MeshRangeKey:
+    """`struct mesh_range_key`: a source's outbound destination range (prefixlen counts the
+    32 bits of the source too)."""
+
+    prefixlen: int
+    ip_be: IPv4Address
+    dst_be: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class MeshPathValue:
+    """`struct mesh_path`: a `MeshPath`."""
+
+    path: int
+
+
 ENDPOINT_KEY: Final = StructSpec("endpoint_key", EndpointKey, ("ip_be", "I"))
 ENDPOINT_INFO: Final = StructSpec(
     "endpoint_info", EndpointInfo,
@@ -442,10 +502,20 @@ FLOW_EVENT: Final = StructSpec(
     ("lookup_step", "B"), ("pad", "4x"),
 )
 EVENTS_LOST: Final = StructSpec("events_lost", EventsLost, ("records", "Q"))
+MESH_INFO: Final = StructSpec("mesh_info", MeshInfo, ("flags", "B"), ("pad", "3x"))
+MESH_PORT_KEY: Final = StructSpec(
+    "mesh_port_key", MeshPortKey,
+    ("ip_be", "I"), ("direction", "B"), ("pad", "x"), ("port_be", "H"),
+)
+MESH_RANGE_KEY: Final = StructSpec(
+    "mesh_range_key", MeshRangeKey, ("prefixlen", "I"), ("ip_be", "I"), ("dst_be", "I"),
+)
+MESH_PATH: Final = StructSpec("mesh_path", MeshPathValue, ("path", "B"), ("pad", "3x"))
 
 STRUCTS: Final[tuple[StructSpec[object], ...]] = (
     ENDPOINT_KEY, ENDPOINT_INFO, IPCACHE_KEY, IPCACHE_INFO, POLICY_KEY, POLICY_ENTRY,  # type: ignore[assignment]
-    CT_KEY, CT_ENTRY, FLOW_EVENT, EVENTS_LOST,
+    CT_KEY, CT_ENTRY, FLOW_EVENT, EVENTS_LOST, MESH_INFO, MESH_PORT_KEY, MESH_RANGE_KEY,
+    MESH_PATH,
 )
 """Every struct of `netstrata_maps.h`, for the BTF checks."""
 
@@ -487,5 +557,8 @@ MAPS: Final[tuple[MapSpec, ...]] = (
     MapSpec("nst_conntrack", CT_KEY, CT_ENTRY),  # type: ignore[arg-type]
     MapSpec("nst_events", None, None),
     MapSpec("nst_events_lost", None, EVENTS_LOST),  # type: ignore[arg-type]
+    MapSpec("nst_mesh", ENDPOINT_KEY, MESH_INFO),  # type: ignore[arg-type]
+    MapSpec("nst_mesh_ports", MESH_PORT_KEY, MESH_PATH),  # type: ignore[arg-type]
+    MapSpec("nst_mesh_ranges", MESH_RANGE_KEY, MESH_PATH),  # type: ignore[arg-type]
 )
 """The maps of `bpf/maps_def.h`; the loader checks their key/value sizes against these."""
