@@ -11,6 +11,7 @@ between meshed workloads is captured.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +20,35 @@ import pytest
 
 pytest.importorskip("pyroute2", reason="pyroute2 is needed for namespaces")
 
-from datapathkit import EP_A, EP_B, ID_A, ID_B, TCP, UDP, allow, resolved  # noqa: E402
+from datapathkit import (  # noqa: E402
+    DROP_TIMEOUT,
+    EP_A,
+    EP_B,
+    ID_A,
+    ID_B,
+    TCP,
+    UDP,
+    Pods,
+    allow,
+    attach_both,
+    resolved,
+    tcp_connect,
+)
 
 from netstrata.datapath.drop_reasons import DropReason  # noqa: E402
 from netstrata.datapath.kernel import KernelDatapath, Program  # noqa: E402
 from netstrata.datapath.loader import packets as pk  # noqa: E402
 from netstrata.datapath.maps import EventType, FlowEvent, MeshPort, Verdict  # noqa: E402
 from netstrata.datapath.mesh_capture import capture_table  # noqa: E402
-from netstrata.netns import create_netns, delete_netns, in_netns  # noqa: E402
+from netstrata.datapath.proxy_routing import install_proxy_routing  # noqa: E402
+from netstrata.netns import create_netns, delete_netns, in_netns, socket_in_netns  # noqa: E402
 from netstrata.policy.types import Direction  # noqa: E402
 
 OK, SHOT, REDIRECT = 0, 2, 7
 A, B = "10.1.0.1", "10.1.0.2"
 EG, IN = Direction.EGRESS, Direction.INGRESS
 PREFIX = "traffic.sidecar.istio.io/"
+IP_TRANSPARENT = 19  # linux/in.h; not in the socket module
 
 
 @dataclass
@@ -133,3 +149,62 @@ def test_a_bypassed_port_is_still_under_l4_policy(bench: Bench) -> None:
     assert bench.run("to_pod", pk.frame(A, B, TCP, sport=40042, dport=9100)) == OK
     assert bench.dp.sync_mesh({}).removed >= 2
     assert bench.dp.mesh() == {}
+
+
+# ---------------------------------------------------------------- real connections (veths)
+
+
+def _transparent_listener(netns: str, addr: str, port: int) -> socket.socket:
+    """A listener where the node proxy's mesh listener would be (IP_TRANSPARENT, loopback).
+    A plain socket stands in for the proxy: what is shown is where the kernel hands the
+    connection, with which addresses."""
+    sock = socket_in_netns(netns)
+    sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((addr, port))
+    sock.listen(8)
+    sock.settimeout(DROP_TIMEOUT * 3)
+    return sock
+
+
+def test_a_meshed_pods_connections_reach_the_mesh_listeners(pods: Pods) -> None:
+    dp, a, b = pods.dp, pods.a, pods.b
+    attach_both(dp, pods)
+    dp.apply_policy(resolved(EP_A, ID_A, allow(EG, ID_B, TCP, 8080), ingress=False))
+    dp.apply_policy(resolved(EP_B, ID_B, allow(IN, ID_A, TCP, 8080), egress=False))
+    install_proxy_routing(pods.node)
+    table, _ = capture_table({})
+    dp.sync_mesh({str(a.ip): table, str(b.ip): table})
+    outbound = _transparent_listener(pods.node, "127.0.0.2", int(MeshPort.OUTBOUND))
+    try:
+        client = tcp_connect(a.pod_netns, b.ip, 8080)
+        assert client is not None, "the SYN to the mesh outbound listener was dropped"
+        accepted, peer = outbound.accept()
+        # nothing rewritten: the original destination and the pod's own address
+        assert accepted.getsockname() == (str(b.ip), 8080)
+        assert peer[0] == str(a.ip)
+        client.sendall(b"ping")
+        assert accepted.recv(4) == b"ping"
+        accepted.sendall(b"pong")
+        assert client.recv(4) == b"pong"
+        accepted.close()
+        client.close()
+        # denied at L3/L4: dropped in the kernel, never handed to the mesh
+        assert tcp_connect(a.pod_netns, b.ip, 9090) is None
+        with pytest.raises(TimeoutError):
+            outbound.accept()
+    finally:
+        outbound.close()
+
+    # a non-meshed source: plaintext to the meshed pod goes to the inbound listener
+    dp.sync_mesh({str(b.ip): table})
+    inbound = _transparent_listener(pods.node, "127.0.0.1", int(MeshPort.INBOUND))
+    try:
+        client = tcp_connect(a.pod_netns, b.ip, 8080)
+        assert client is not None, "the SYN to the mesh inbound listener was dropped"
+        accepted, peer = inbound.accept()
+        assert (accepted.getsockname(), peer[0]) == ((str(b.ip), 8080), str(a.ip))
+        accepted.close()
+        client.close()
+    finally:
+        inbound.close()

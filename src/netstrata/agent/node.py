@@ -28,6 +28,7 @@ from pathlib import Path
 from netstrata.agent.engine import HOST, KUBE_APISERVER, REMOTE_NODE, WORLD
 from netstrata.datapath.kernel import Delta, KernelDatapath, endpoint_flags, policy_change
 from netstrata.datapath.maps import EndpointInfo, FlowEvent
+from netstrata.datapath.mesh_capture import MeshCaptureTable, capture_table
 from netstrata.datapath.proxy_routing import install_proxy_routing
 from netstrata.lab.simulate import ReferenceLab
 from netstrata.netns import ifindex
@@ -74,7 +75,8 @@ class NodeAgent:
 
     def __init__(self, cluster: str, node: str, netns: str | None, pin_dir: Path | str,
                  endpoints: Sequence[LocalEndpoint], node_ips: Mapping[tuple[str, str], str],
-                 *, flow_capacity: int = DEFAULT_FLOW_CAPACITY) -> None:
+                 *, flow_capacity: int = DEFAULT_FLOW_CAPACITY,
+                 mesh_capture: bool = False) -> None:
         self.cluster, self.node, self.netns = cluster, node, netns
         self.pin_dir = Path(pin_dir)
         self.endpoints = tuple(endpoints)
@@ -85,6 +87,10 @@ class NodeAgent:
         """Workload ref -> endpoint id, as of the last sync."""
         self._dp: KernelDatapath | None = None
         self._attached: set[str] = set()
+        self.mesh_capture = mesh_capture
+        """Write the mesh-capture maps (meshed TCP goes to the node proxy's mesh listeners).
+        Off until the node runs those listeners: with the maps written and no listener, meshed
+        connections are dropped (PROXY_LOOKUP_FAILED), as an L7 port without its proxy is."""
 
     @property
     def datapath(self) -> KernelDatapath:
@@ -119,12 +125,31 @@ class NodeAgent:
                 entries[f"{ip}/32"] = view.identity_of[p.ref]
         return {k: v for k, v in entries.items() if ":" not in k}
 
+    def mesh_entries(self, view: ReferenceLab) -> dict[str, MeshCaptureTable]:
+        """Address -> capture table of every meshed workload the node may talk to (a source
+        needs to know its destination is meshed; a table's ports and ranges matter only on
+        the workload's own node). A malformed capture annotation captures everything."""
+        if view.mesh is None:
+            return {}
+        out: dict[str, MeshCaptureTable] = {}
+        for placed in view.topology.pods():
+            endpoint = view.mesh_endpoint(placed)
+            if endpoint is None or not endpoint.enrollment().meshed:
+                continue
+            table, error = capture_table(endpoint.annotations)
+            if error is not None:
+                log.warning("workload %s: %s; captured on every port", placed.ref, error)
+            out.update((ip, table) for ip in placed.ips if ":" not in ip)
+        return out
+
     def sync(self, view: ReferenceLab) -> SyncResult:
         """Bring this node's maps to `view`; only differences are written."""
         dp = self.datapath
         want: dict[str | IPv4Network | IPv4Address, int] = {}
         want.update(self.ipcache_entries(view))
         ipcache = dp.sync_ipcache(want)
+        if self.mesh_capture:
+            dp.sync_mesh(self.mesh_entries(view))
         deltas, changed, revision = [], 0, 0
         known = dp.endpoints()
         for ep in self.endpoints:

@@ -289,7 +289,7 @@ class KernelDatapath:
 
     # ----------------------------------------------------------------------------- mesh
 
-    def sync_mesh(self, workloads: Mapping[IPv4Address | str, MeshCaptureTable]) -> Delta:
+    def sync_mesh(self, workloads: Mapping[str, MeshCaptureTable]) -> Delta:
         """Make the mesh-capture maps hold exactly `workloads` (meshed workload address ->
         its table from `mesh_capture.capture_table`), this node's and other nodes' alike.
         Entries are compared with the kernel's, so only the difference is written."""
