@@ -158,11 +158,13 @@ async def grpc_probe(netns: str, dst: str, port: int) -> Outcome:
 
 
 async def grpc_call_probe(netns: str, dst: str, port: int, method: str) -> Outcome:
-    """A real grpcio call of `cloudcity.DoorManager/<method>` (`probe_tools.py` in a child).
+    """A real grpcio call (`probe_tools.py` in a child) of `method`: a `cloudcity.DoorManager`
+    method name or a full `/package.Service/Method` path.
 
-    OK is `allowed` (detail: what the guide's client prints); any other status is `app-error`
-    with `gRPC <NAME> (<code>)` (a proxy denial is PERMISSION_DENIED (7)); no answer at all
-    (DEADLINE_EXCEEDED / UNAVAILABLE after a silent connect) is `dropped`.
+    OK is `allowed` (detail: what the guide's client prints); PERMISSION_DENIED (7) with the
+    proxy's details `Access denied\r\n` is `denied-l7` (the node proxy's trailers-only reply,
+    `proxy/layers/_h2_streams.py`); any other status is `app-error` with `gRPC <NAME> (<code>)`;
+    no answer at all (DEADLINE_EXCEEDED / UNAVAILABLE after a silent connect) is `dropped`.
     """
     argv = [sys.executable, "-m", "netstrata.lab.probe_tools", "--timeout", str(TIMEOUT_S * 2),
             "grpc", dst, str(port), method]
@@ -170,10 +172,18 @@ async def grpc_call_probe(netns: str, dst: str, port: int, method: str) -> Outco
 
 
 async def kafka_probe(netns: str, dst: str, port: int, role: str, topic: str) -> Outcome:
-    """A real aiokafka producer (`produce`) or assigned consumer (`consume`) on `topic`."""
+    """A real aiokafka client doing `role` (`probe_tools.KAFKA_ROLES`: produce, consume,
+    fetch, metadata, createtopics) on `topic`. TOPIC_AUTHORIZATION_FAILED (29) is `denied-l7`:
+    the lab broker never refuses a topic, so that error is the node proxy's answer."""
     argv = [sys.executable, "-m", "netstrata.lab.probe_tools", "--timeout", str(TIMEOUT_S * 2),
             "kafka", dst, str(port), role, topic]
     return _tool_outcome(await run_in_netns(netns, argv, TIMEOUT_S * 10), grpc=False)
+
+
+NO_ANSWER: Final = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "KafkaConnectionError",
+                              "TimeoutError", "KafkaTimeoutError", "RequestTimedOutError"})
+"""What the gRPC and Kafka clients report when nothing answered (`dropped`; `lab check` asks
+the proxy's flows whether it was the proxy that stayed silent)."""
 
 
 def _tool_outcome(result: tuple[int, str], *, grpc: bool) -> Outcome:
@@ -185,12 +195,16 @@ def _tool_outcome(result: tuple[int, str], *, grpc: bool) -> Outcome:
     code = str(got.get("code", ""))
     if code == "OK":
         return Outcome("allowed", str(got.get("response") or got.get("detail") or "OK"))
-    if code in ("DEADLINE_EXCEEDED", "UNAVAILABLE", "KafkaConnectionError", "TimeoutError",
-                "KafkaTimeoutError"):
+    if code in NO_ANSWER:
         return Outcome("dropped", f"{code}: {got.get('detail', '')}")
     if grpc:
-        return Outcome("app-error", f"gRPC {code} ({got.get('value')}): {got.get('detail', '')}")
-    return Outcome("app-error", f"Kafka {code}")
+        detail = str(got.get("detail", ""))
+        denied = code == "PERMISSION_DENIED" and detail == L7_DENIED_BODY
+        return Outcome("denied-l7" if denied else "app-error",
+                       f"gRPC {code} ({got.get('value')}): {detail!r}")
+    if code == "TopicAuthorizationFailedError":
+        return Outcome("denied-l7", f"Kafka {code}: {got.get('detail', '')}")
+    return Outcome("app-error", f"Kafka {code}: {got.get('detail', '')}")
 
 
 async def udp_probe(netns: str, dst: str, port: int, payload: bytes = b"netstrata probe\n") -> Outcome:

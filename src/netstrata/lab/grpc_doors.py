@@ -20,6 +20,7 @@ that receives the HTTP/2 preface is answered by this real service.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable
 from typing import Any, Final
@@ -158,6 +159,10 @@ async def start_door_server(address: str) -> Any:
     Raises:
         RuntimeError: the address could not be bound.
     """
+    # The lab forks probe clients (curl, the grpcio/aiokafka tool) while this server's threads
+    # run; grpcio's fork handlers cannot run then and log a line per fork. The children exec
+    # at once and never use this process's gRPC state, so the handlers are not needed.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     import grpc
 
     server = grpc.aio.server()

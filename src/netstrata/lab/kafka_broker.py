@@ -5,7 +5,8 @@ No real broker can run in the lab: Kafka ships as a JVM tarball download that ne
 nor PyPI packages. This one speaks just enough of the protocol for aiokafka: ApiVersions v0
 (advertising exactly one version of each API below, so the client's choice is known),
 Metadata v1, Produce v3 and Fetch v4 with v2 record batches stored verbatim (the base offset
-rewritten, as a real broker does), ListOffsets v1. Consumers use assigned partitions (no
+rewritten, as a real broker does), ListOffsets v1, CreateTopics v0 (an admin client's request;
+the topic gets an empty log). Consumers use assigned partitions (no
 group coordinator). Bodies go through netstrata's own Kafka codec, the schemas the proxy
 uses, so a schema mistake shows up on both sides.
 
@@ -31,7 +32,7 @@ KAFKA_PORTS: Final = frozenset({9092})
 MAX_FRAME: Final = 16 * 1024 * 1024
 """Largest request accepted (a lab client sends a few KiB; this bounds a broken one)."""
 
-VERSIONS = {0: 3, 1: 4, 2: 1, 3: 1, 18: 0}
+VERSIONS = {0: 3, 1: 4, 2: 1, 3: 1, 18: 0, 19: 0}
 """apiKey -> the one version the broker speaks (ApiVersions advertises exactly these)."""
 
 
@@ -69,6 +70,9 @@ class Broker:
             body = _decode_produce_v3(r)
         else:
             body = decode_struct(r, SCHEMAS[api_key].request, version, False)
+        if api_key == 19:
+            with self.lock:
+                return self._create_topics(cid, body)
         handler = {0: self._produce, 1: self._fetch, 2: self._offsets, 3: self._metadata}[api_key]
         with self.lock:
             response = handler(body)
@@ -100,6 +104,20 @@ class Broker:
                 for n in names
             ],
         }
+
+    def _create_topics(self, cid: int, body: dict[str, Any]) -> bytes:
+        """CreateTopics v0: every topic created (error 0), or 36 TOPIC_ALREADY_EXISTS. Encoded
+        here because the shared codec carries only the request schema (the proxy reads topics
+        from requests; it never answers CreateTopics itself)."""
+        names = [t["name"] for t in body.get("topics") or []]
+        self.requests.append((19, tuple(names)))
+        payload = struct.pack(">ii", cid, len(names))
+        for name in names:
+            exists = name in self.logs
+            self.logs.setdefault(name, [])
+            raw = name.encode()
+            payload += struct.pack(">h", len(raw)) + raw + struct.pack(">h", 36 if exists else 0)
+        return struct.pack(">i", len(payload)) + payload
 
     def _produce(self, body: dict[str, Any]) -> dict[str, Any] | None:
         self.requests.append((0, tuple(self._topics(body, "name"))))

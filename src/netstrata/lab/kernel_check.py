@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from netstrata.errors import ManifestError, PolicyConflictError
 from netstrata.lab.cases import Apply, Delete, Probe, Relabel, Scenario
+from netstrata.lab.kernel_l7 import L7_CLIENT_KINDS, proxy_denial
 from netstrata.lab.kernel_probes import Shot, Traffic, fire, outcome, plan_shot
 from netstrata.lab.kernel_session import LabSession, probe_targets, server_specs, session_for
 from netstrata.lab.reference_check import (
@@ -33,6 +34,7 @@ from netstrata.lab.reference_check import (
     _probe_record,
     _rejection,
 )
+from netstrata.observe import Flow
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,9 @@ SOCKET_POOL: Final = 96
 """Probes in flight at once. Most of a dropped probe is waiting for its timeout, so the pool
 is wide; 96 covers a whole 9x9 probe set with room for the DNS lookups in front of some."""
 TOOL_POOL: Final = 16
-"""curl/ping processes at once (each costs a fork and exec)."""
-_TOOLS: Final = frozenset({"http", "https", "icmp"})
+"""Client processes at once: curl, ping, and the grpcio/aiokafka probe tool (each costs a
+fork and exec; the Python tool also its imports)."""
+_TOOLS: Final = frozenset({"http", "https", "icmp", *L7_CLIENT_KINDS})
 LANES: Final = 3
 """Labs running cases side by side (see KernelCheck)."""
 
@@ -142,14 +145,17 @@ class KernelCheck:
                      probes: list[Probe]) -> list[dict[str, Any]]:
         shots = [plan_shot(runner, session.plan, p) for p in probes]
         session.drain_events()
+        session.drain_l7_flows()
         traffic = await asyncio.gather(*(self._fire(session, s) for s in shots))
         await asyncio.sleep(0)  # events are written before the packet moves on; read them all
         events = session.drain_events()
+        l7_flows = session.drain_l7_flows()
         records = []
         for shot, sent in zip(shots, traffic, strict=True):
             if sent is None:
                 records.append(_probe_record(shot.probe, None, "skipped", shot.skip))
                 continue
+            sent = _with_proxy_word(shot, sent, l7_flows)
             out = outcome(sent, events, session.agents)
             status, reason = _judge(shot.probe, out)
             if status == "failed":
@@ -163,6 +169,16 @@ class KernelCheck:
         gate = self._tools if shot.kind in _TOOLS else self._sockets
         async with gate:
             return await fire(session, shot)
+
+
+def _with_proxy_word(shot: Shot, sent: Traffic, flows: list[Flow]) -> Traffic:
+    """A gRPC or Kafka client that got no answer: the proxy's own flow says whether it denied
+    the request without answering (`kernel_l7.proxy_denial`) or the kernel dropped it."""
+    if sent.got != "dropped" or shot.kind not in L7_CLIENT_KINDS or sent.flow is None:
+        return sent
+    _, dst, _, port = sent.flow
+    why = proxy_denial(shot.src_ip, dst, port, shot.http, flows)
+    return sent if why is None else Traffic("denied-l7", why, sent.flow)
 
 
 def kernel_check_report(suite: str, scenarios: list[Scenario], *, lab_name: str | None = None,

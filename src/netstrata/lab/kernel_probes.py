@@ -4,10 +4,10 @@
 namespace and address, its destination (services resolve to the backend the reference run
 picks: probes target pod IPs until service load balancing exists, FORMAT.md), the client to
 use, and whether this build can run it at all. A probe whose path the reference run sends
-through the L7 proxy for anything but HTTP/1.1 and DNS, that the mesh decides, or that is
-IPv6 is `skipped` with the reason, never judged. HTTP and DNS probes whose path redirects go
-through the kernel's transparent redirect to each node's proxy (`agent/proxy.py`), as any
-other traffic; a probe to a toFQDNs name first looks it up with dig through the same redirect
+through the L7 proxy for a protocol it has no client for, that the mesh decides, or that
+is IPv6 is `skipped` with the reason, never judged. HTTP, gRPC, Kafka and DNS probes whose path
+redirects go through the kernel's transparent redirect to each node's proxy (`agent/proxy.py`),
+as any other traffic (gRPC and Kafka with real grpcio and aiokafka clients, `kernel_l7.py`); a probe to a toFQDNs name first looks it up with dig through the same redirect
 (the DNS proxy programs the answer's IPs into the kernel before dig sees it), then connects
 to the answered address, as a pod would.
 
@@ -32,7 +32,7 @@ from netstrata.agent.node import NodeAgent
 from netstrata.datapath.drop_reasons import DropReason
 from netstrata.datapath.loader import packets
 from netstrata.datapath.maps import EventType, FlowEvent, Verdict
-from netstrata.lab import clients
+from netstrata.lab import clients, kernel_l7
 from netstrata.lab.cases import SKIP_VERDICTS, Probe
 from netstrata.lab.kernel_session import LabSession
 from netstrata.lab.netlab import LabPlan, PodPlan
@@ -42,8 +42,8 @@ from netstrata.policy.types import Direction
 
 TCP, UDP, ICMP, SCTP = 6, 17, 1, 132
 PROXY_SKIP: Final = ("needs the L7 proxy for a protocol the lab does not send through it yet "
-                     "(only HTTP/1.1 and DNS probes go through the node proxy)")
-PROXIED_KINDS: Final = frozenset({"http", "dns"})
+                     "(HTTP/1.1, gRPC, Kafka and DNS probes go through the node proxy)")
+PROXIED_KINDS: Final = frozenset({"http", "dns", *kernel_l7.L7_CLIENT_KINDS})
 """Probe protocols sent through the kernel's redirect to the node proxy."""
 MESH_SKIP: Final = ("needs the mesh layer in the lab: the reference path is decided by, or "
                     "passes through, the destination's mesh proxy (mTLS, AuthorizationPolicy), "
@@ -140,6 +140,12 @@ def _settle_kind(shot: Shot, plan: LabPlan, probe: Probe, fqdn: str | None) -> N
         shot.http = {"method": str(http.get("method", "GET")), "path": str(http.get("path", "/")),
                      "host": http.get("host") or fqdn,
                      "headers": tuple((str(k), str(v)) for k, v in (http.get("headers") or {}).items())}
+    elif kind in kernel_l7.L7_CLIENT_KINDS:
+        shot.http = kernel_l7.settle(probe)
+        shot.skip = kernel_l7.is_supported(shot.http)
+    elif kind in kernel_l7.L7_CLIENT_KINDS:
+        shot.http = kernel_l7.settle(probe)
+        shot.skip = kernel_l7.is_supported(shot.http)
     elif kind == "dns":
         dns = raw.get("dns") or {}
         shot.http = {"query": str(dns.get("query", "")), "qtype": str(dns.get("qtype", "A")),
@@ -188,16 +194,15 @@ async def _send(shot: Shot, dst: str) -> tuple[clients.Outcome, Flow]:
         out = await clients.http_probe(ns, dst, port, method=h["method"], path=h["path"],
                                        host=h["host"], headers=h["headers"], tls=kind == "https")
         return out, _flow(shot, dst, TCP, port)
-    if kind == "grpc":
-        return await clients.grpc_probe(ns, dst, port), _flow(shot, dst, TCP, port)
+    if kind in kernel_l7.L7_CLIENT_KINDS:  # grpcio / aiokafka
+        return await kernel_l7.send(ns, dst, port, shot.http), _flow(shot, dst, TCP, port)
     if kind == "dns":
         d = shot.http
         out = await clients.dns_probe(ns, dst, port, d["query"], d["qtype"], d["transport"])
         return out, _flow(shot, dst, TCP if d["transport"] == "TCP" else UDP, port)
     if kind == "udp":
         return await clients.udp_probe(ns, dst, port), _flow(shot, dst, UDP, port)
-    payload = b"\x00\x00\x00\x10netstrata-kafka\n" if kind == "kafka" else b"netstrata probe\n"
-    return await clients.tcp_probe(ns, dst, port, payload), _flow(shot, dst, TCP, port)
+    return await clients.tcp_probe(ns, dst, port), _flow(shot, dst, TCP, port)
 
 
 async def _sctp(session: LabSession, shot: Shot, dst: str) -> Traffic:

@@ -9,6 +9,10 @@ a policy and probes at once; a daemon would need a round trip through the manife
 directory and a poll) and with its ring buffer read right after each batch of probes, so
 drops can be matched to the probes that caused them. `lab up` runs the same `NodeAgent` in
 one process per node (`agent/daemon.py`).
+
+Each node's proxy records its L7 decisions into the node's `FlowHub` (as the daemon's does),
+so a probe the proxy denied without an answer (a Kafka request Cilium discards) is still
+explained by the proxy's own flow; `drain_l7_flows()` reads what arrived since the last call.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
+from netstrata.agent.flowhub import FlowHub
 from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
 from netstrata.agent.proxy import NodeProxyRunner
 from netstrata.datapath.maps import FlowEvent
@@ -32,6 +37,8 @@ from netstrata.lab.servers import LabServers, ServerSpec, listens_for
 from netstrata.lab.simulate import ReferenceLab
 from netstrata.lab.topology import Topology
 from netstrata.netns import ifindex, run_in_netns
+from netstrata.observe import Flow
+from netstrata.observe.store import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,8 @@ async def _blocking(fn: Callable[..., T], *args: object) -> T:
     return await asyncio.get_running_loop().run_in_executor(_NETLINK, functools.partial(fn, *args))
 
 T = TypeVar("T")
+L7_FEED: Final = 4096
+"""L7 flows a node keeps between two reads (one batch of probes makes a few per probe)."""
 Ports = Mapping[str, Iterable[tuple[int, str]]]
 """IP -> (port, protocol) pairs some probe aims at."""
 
@@ -117,6 +126,9 @@ class LabSession:
     proxies: dict[str, NodeProxyRunner] = field(default_factory=dict)
     """Each node's L7 proxy, in this process on this loop, its sockets in the node's netns."""
     servers: LabServers | None = None
+    hubs: dict[str, FlowHub] = field(default_factory=dict)
+    """Each node's flow store, fed by its proxy's L7 decisions."""
+    _l7_feeds: dict[str, Subscription] = field(default_factory=dict)
     _ifindex: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -136,8 +148,11 @@ class LabSession:
                 # an answer's FQDN IPs are written into every node's maps before it is
                 # released (the view is the cluster's, as the reference run's); each case
                 # starts from an empty DNS cache
+                hub = session.hubs[node.key] = FlowHub(f"{node.cluster}/{node.name}")
+                session._l7_feeds[node.key] = hub.store.subscribe(L7_FEED)
                 proxy = session.proxies[node.key] = NodeProxyRunner(
-                    agent, netns=node.netns, program=session.sync, carry_learned=False)
+                    agent, netns=node.netns, program=session.sync, carry_learned=False,
+                    on_flow=hub.record)
                 await proxy.start()
         except BaseException:
             await session.close()
@@ -163,11 +178,16 @@ class LabSession:
     def drain_events(self) -> dict[str, list[FlowEvent]]:
         return {key: agent.drain_events() for key, agent in self.agents.items()}
 
+    def drain_l7_flows(self) -> list[Flow]:
+        """The proxies' L7 flows recorded since the last call, every node's."""
+        return [f for feed in self._l7_feeds.values() for f in feed.take_nowait().flows]
+
     async def reset(self) -> None:
         """A clean slate for the next case: no conntrack entries, no pending events."""
         for agent in self.agents.values():
             await _blocking(agent.flush_conntrack)
         self.drain_events()
+        self.drain_l7_flows()
 
     async def test_run(self, node_key: str, program: str, frame: bytes, host_if: str) -> int:
         """The tc verdict of `program` on the node for one crafted frame, as if it arrived
@@ -185,6 +205,12 @@ class LabSession:
         for proxy in self.proxies.values():
             await proxy.aclose()
         self.proxies.clear()
+        for feed in self._l7_feeds.values():
+            feed.close()
+        self._l7_feeds.clear()
+        for hub in self.hubs.values():
+            hub.close()
+        self.hubs.clear()
         if self.servers is not None:
             await self.servers.stop()
             self.servers = None

@@ -5,11 +5,17 @@ can be pointed at a namespace the way `clients.py` does with `socket_in_netns`; 
 lab runs `python -m netstrata.lab.probe_tools ...` as a child that enters the workload's
 namespace before exec (`clients.run_in_netns`), and reads one JSON line back:
 
-    grpc DST PORT METHOD            -> {"code": "OK"|"PERMISSION_DENIED"|..., "value": 0|7|...,
+    grpc DST PORT METHOD|/SERVICE/METHOD
+                                    -> {"code": "OK"|"PERMISSION_DENIED"|..., "value": 0|7|...,
                                         "detail": "...", "response": "Door name is: ..."}
-    kafka DST PORT produce|consume TOPIC
+    kafka DST PORT produce|consume|fetch|metadata|createtopics TOPIC
                                     -> {"code": "OK"|"TopicAuthorizationFailedError"|...,
                                         "detail": "..."}
+
+Kafka roles are what a user's client does for each scenario action: `produce` a producer's
+send; `consume` and `fetch` an assigned consumer's fetch from offset 0 (Metadata, ListOffsets,
+Fetch); `metadata` one Metadata request for the topic; `createtopics` an admin client's
+CreateTopics.
 
 The same functions serve loopback tests directly (`grpc_call`, `kafka_produce`,
 `kafka_consume`).
@@ -21,7 +27,9 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from netstrata.lab.grpc_doors import describe_reply, encode_fields, method_path
 
@@ -38,12 +46,15 @@ class ProbeResult:
 
 
 def grpc_call(target: str, method: str, timeout_s: float = 3.0) -> ProbeResult:
-    """One unary call of `cloudcity.DoorManager/<method>` on `target` (`host:port`)."""
+    """One unary call on `target` (`host:port`): `method` is a `cloudcity.DoorManager` method
+    name or a full `/package.Service/Method` path (any service: the request is a door id)."""
     import grpc
 
+    path = method if method.startswith("/") else method_path(method)
+    method = path.rsplit("/", 1)[-1]
     request = encode_fields({1: 1, 2: 999} if method == "SetAccessCode" else {1: 1})
     with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary(method_path(method))
+        call = channel.unary_unary(path)
         try:
             reply = call(request, timeout=timeout_s)
         except grpc.RpcError as exc:
@@ -70,8 +81,19 @@ async def kafka_produce(
             finally:
                 await producer.stop()
     except (KafkaError, TimeoutError, OSError) as exc:
-        return ProbeResult(type(exc).__name__, 0, str(exc))
+        failed = ProbeResult(type(exc).__name__, 0, str(exc))
+        return await _unauthorized(bootstrap, topic, timeout_s) or failed
     return ProbeResult("OK", 0, f"offset {meta.offset}")
+
+
+async def _unauthorized(bootstrap: str, topic: str, timeout_s: float) -> ProbeResult | None:
+    """TOPIC_AUTHORIZATION_FAILED when a Metadata request for `topic` gets it. aiokafka
+    ignores a Metadata answer that lists no brokers (the proxy's own answer lists none, as
+    Cilium's does) and reports an unknown topic or, for an assigned consumer, no records; the
+    Java client reports "Not authorized to access topics" for the same answer. So after such
+    an outcome the probe asks once more, itself, and reports what that answer says."""
+    meta = await kafka_metadata(bootstrap, topic, timeout_s)
+    return meta if meta.code == "TopicAuthorizationFailedError" else None
 
 
 async def kafka_consume(bootstrap: str, topic: str, timeout_s: float = 3.0) -> ProbeResult:
@@ -95,9 +117,65 @@ async def kafka_consume(bootstrap: str, topic: str, timeout_s: float = 3.0) -> P
             finally:
                 await consumer.stop()
     except (KafkaError, TimeoutError, OSError) as exc:
-        return ProbeResult(type(exc).__name__, 0, str(exc))
+        failed = ProbeResult(type(exc).__name__, 0, str(exc))
+        return await _unauthorized(bootstrap, topic, timeout_s) or failed
     records = batch.get(TopicPartition(topic, 0), [])
+    if not records and (denied := await _unauthorized(bootstrap, topic, timeout_s)):
+        return denied
     return ProbeResult("OK", 0, f"{len(records)} records")
+
+
+async def kafka_metadata(bootstrap: str, topic: str, timeout_s: float = 3.0) -> ProbeResult:
+    """One Metadata request for `topic` (aiokafka's client, no producer or consumer)."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.errors import KafkaError, for_code
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        async with asyncio.timeout(timeout_s * 2):
+            await client.bootstrap()
+            try:
+                node = client.get_random_node()
+                reply = await client.send(node, MetadataRequest([topic]))
+            finally:
+                await client.close()
+    except (KafkaError, TimeoutError, OSError) as exc:
+        return ProbeResult(type(exc).__name__, 0, str(exc))
+    for code, name, *_ in reply.topics:
+        if name == topic and code != 0:
+            error = for_code(code)
+            return ProbeResult(error.__name__, 0, f"Metadata for {topic}: error {code}")
+    return ProbeResult("OK", 0, f"Metadata for {topic}")
+
+
+async def kafka_create_topic(bootstrap: str, topic: str, timeout_s: float = 3.0) -> ProbeResult:
+    """CreateTopics for `topic` (one partition) with aiokafka's admin client."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                request_timeout_ms=int(timeout_s * 1000))
+    try:
+        async with asyncio.timeout(timeout_s * 2):
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(topic, 1, 1)])
+            finally:
+                await admin.close()
+    except (KafkaError, TimeoutError, OSError) as exc:
+        return ProbeResult(type(exc).__name__, 0, str(exc))
+    return ProbeResult("OK", 0, f"created {topic}")
+
+
+KAFKA_ROLES: dict[str, Callable[..., Coroutine[Any, Any, ProbeResult]]] = {
+    "produce": kafka_produce,
+    "consume": kafka_consume,
+    "fetch": kafka_consume,
+    "metadata": kafka_metadata,
+    "createtopics": kafka_create_topic,
+}
+"""Scenario Kafka action -> the client that performs it."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,17 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("kafka")
     k.add_argument("dst")
     k.add_argument("port", type=int)
-    k.add_argument("role", choices=("produce", "consume"))
+    k.add_argument("role", choices=sorted(KAFKA_ROLES))
     k.add_argument("topic")
     parser.add_argument("--timeout", type=float, default=3.0)
     args = parser.parse_args(argv)
     target = f"{args.dst}:{args.port}"
     if args.kind == "grpc":
         result = grpc_call(target, args.method, args.timeout)
-    elif args.role == "produce":
-        result = asyncio.run(kafka_produce(target, args.topic, timeout_s=args.timeout))
     else:
-        result = asyncio.run(kafka_consume(target, args.topic, timeout_s=args.timeout))
+        result = asyncio.run(KAFKA_ROLES[args.role](target, args.topic, timeout_s=args.timeout))
     sys.stdout.write(json.dumps(asdict(result)) + "\n")
     return 0
 
