@@ -154,6 +154,9 @@ class HTTP1Connection:
         self._reader: BodyReader | None = None
         self._writer: BodyWriter | None = None
         self._remote_status = 400 if role == "server" else 502
+        self.last_head_wire = b""
+        """The bytes of the last head `next_event()` returned, exactly as received (what a
+        proxy forwards when it changes nothing; see `send(..., wire=)`)."""
         self._reset_cycle()
 
     def _reset_cycle(self) -> None:
@@ -181,6 +184,19 @@ class HTTP1Connection:
             self._buf += data
         else:
             self._eof = True
+
+    def accept_request_head(self, head: RequestHead) -> None:
+        """Take a request head parsed outside the core from bytes that were never passed to
+        `receive_data` (the layer's fast path, `_http1_fast.parse_plain_request_head`): the
+        connection moves exactly as if `next_event()` had returned `head`. The body bytes that
+        followed it go to `receive_data` as usual.
+
+        Raises:
+            LocalProtocolError: not a server core waiting for a request with nothing buffered.
+        """
+        if self.role != "server" or self.their_state is not State.IDLE or self._buf or self._eof:
+            raise LocalProtocolError("a request head can only be accepted between requests")
+        self._their_transition(head)
 
     def next_event(self) -> Event | Sentinel:
         """The next event, or NEED_DATA / PAUSED.
@@ -240,7 +256,7 @@ class HTTP1Connection:
                     "connection closed inside a head", hint=self._remote_status
                 )
             return ConnectionClosed()
-        head = bytes(self._buf[:end])
+        head = self.last_head_wire = bytes(self._buf[:end])
         del self._buf[:end]
         self._search_from = 0
         if self.role == "server":
@@ -299,8 +315,13 @@ class HTTP1Connection:
 
     # ---- sending ---------------------------------------------------------------------------
 
-    def send(self, event: Event) -> bytes:
+    def send(self, event: Event, *, wire: bytes | None = None) -> bytes:
         """Bytes to write for `event` (a head, Data, EndOfMessage or ConnectionClosed).
+
+        `wire`, for a head only: its bytes as a peer sent them, which this core's parser
+        accepted and parsed into exactly `event` (a proxy forwarding a head it did not change);
+        they are returned as they are instead of re-encoding `event`, and the state moves the
+        same way.
 
         Raises:
             LocalProtocolError: the event is not allowed now or cannot be written.
@@ -308,19 +329,19 @@ class HTTP1Connection:
         if self.our_state is State.ERROR:
             raise LocalProtocolError("cannot send after a local protocol error")
         try:
-            return self._send(event)
+            return self._send(event, wire)
         except LocalProtocolError:
             self.our_state = State.ERROR
             raise
 
-    def _send(self, event: Event) -> bytes:
+    def _send(self, event: Event, wire: bytes | None = None) -> bytes:
         if isinstance(event, ConnectionClosed):
             self.our_state = State.CLOSED
             return b""
         new = TRANSITIONS.get((self.our_state, type(event)))
         if new is None or not self._may_send(event):
             raise LocalProtocolError(f"cannot send {type(event).__name__} in {self.our_state.name}")
-        out = self._encode_head(event)
+        out = self._encode_head(event, wire)
         self.our_state = new
         if isinstance(event, Data):
             assert self._writer is not None
@@ -347,9 +368,9 @@ class HTTP1Connection:
                 return self._upgrade_requested
         return True
 
-    def _encode_head(self, event: Event) -> bytes:
+    def _encode_head(self, event: Event, wire: bytes | None) -> bytes:
         if isinstance(event, RequestHead):
-            out = encode_request_head(event)
+            out = encode_request_head(event) if wire is None else wire
             self._method = event.method
             self._upgrade_requested = (
                 event.method == "CONNECT" or event.header("upgrade") is not None
@@ -359,7 +380,7 @@ class HTTP1Connection:
             return out
         if isinstance(event, ResponseHead):
             # no method yet: an error reply to a request whose head could not be parsed
-            out = encode_response_head(event)
+            out = encode_response_head(event) if wire is None else wire
             framing = _own_framing(event, self._method or "GET")
             self._keep_alive = (
                 self._keep_alive

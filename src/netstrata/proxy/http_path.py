@@ -104,6 +104,10 @@ _UNRESERVED: Final = frozenset(
 )
 _ESCAPE_RE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
 _ESCAPED_SLASH_RE: Final = re.compile(r"%(?:2[Ff]|5[Cc])")
+_NEEDS_WORK_RE: Final = re.compile(r"[%\\?]|/\.|//")
+"""What any normalization step acts on: an escape, a backslash, a dot segment (with or without
+`;params`), a slash run. A path part without these is its own normal form under every mode,
+so the per-request common case skips the pipeline. `?` stops the scan at the query (below)."""
 
 
 def _split_query(target: str) -> tuple[str, str]:
@@ -209,6 +213,14 @@ def apply_path_policy(
         policy: the HCM settings; Cilium's defaults unless the agent turned them off.
         grpc: the request is gRPC (content-type application/grpc*); a redirect becomes 400.
     """
+    if target[:1] == "/":
+        hit = _NEEDS_WORK_RE.search(target)
+        if hit is None or hit.group() == "?":
+            return PathOutcome("forward", target)  # already normal (see _NEEDS_WORK_RE)
+    return _run_pipeline(target, policy, grpc)
+
+
+def _run_pipeline(target: str, policy: PathPolicy, grpc: bool) -> PathOutcome:
     path, found = target, False
     if policy.escaped_slashes is not EscapedSlashes.KEEP_UNCHANGED:
         path, found = unescape_slashes(target)

@@ -178,6 +178,9 @@ class NodeProxy:
         self.mesh_authorize: Callable[[ListenerSpec, ConnectionInfo], MeshAuthorize | None] | None = None
         """Set by the agent's mesh (agent/mesh.py): the mesh's per-request decision for a
         connection of one of its listeners, None for every other listener."""
+        self.upstream_socket: Callable[[ListenerSpec, ConnectionInfo], socket.socket | None] | None = None
+        """Set by the agent's mesh: an upstream connection its delivery already opened for
+        this client (agent/mesh.py), used instead of opening one; None opens as usual."""
         self.clock: Final = clock
         self.socket_factory: Final = socket_factory
         """Makes the TCP sockets of transparent listeners and their upstreams (family, type):
@@ -311,6 +314,16 @@ class NodeProxy:
         if self.on_flow is not None:
             self.on_flow(flow)
 
+    def _emit_verdict(self, cmd: Verdict) -> None:
+        """A layer's verdict: counted, and its flow built only when someone consumes flows."""
+        if cmd.is_request:
+            if cmd.verdict == FlowVerdict.FORWARDED:
+                self._forwarded += 1
+            elif cmd.verdict == FlowVerdict.DROPPED:
+                self._denied += 1
+        if self.on_flow is not None:
+            self.on_flow(cmd.flow)
+
     def _make_layer(self, spec: ListenerSpec, info: ConnectionInfo) -> Layer:
         mesh = self.mesh_authorize(spec, info) if self.mesh_authorize is not None else None
         ctx = LayerContext(info, lambda: self.source.policy(info.endpoint_id), self.secrets,
@@ -337,7 +350,10 @@ class NodeProxy:
             return None
         conn = _Connection(self, self._make_layer(spec, info), transport,
                            _ConnLog(log, {"conn": conn_id}))
-        if spec.transparent:
+        ready = self.upstream_socket(spec, info) if self.upstream_socket is not None else None
+        if ready is not None:
+            conn.open_socket = lambda address: _opened(ready)
+        elif spec.transparent:
             client = info.client
             conn.open_socket = lambda address: self._open_transparent(spec, client, address)
         self._connections.add(conn)
@@ -567,16 +583,23 @@ class _Connection:
         self._client.abort()
 
     def _execute(self, commands: list[Command]) -> None:
+        # the client's writes of one batch go out as one write (a response head and its body
+        # are two commands, one syscall); flushed before anything that may close the client
+        pending: list[bytes] = []
         for cmd in commands:
             if type(cmd) is SendToClient:
                 if not self._done and not self._lost:
-                    self._client.write(cmd.data)
-            elif type(cmd) is SendToServer:
+                    pending.append(cmd.data)
+                continue
+            if pending and type(cmd) is Close:
+                self._client.write(b"".join(pending))
+                pending.clear()
+            if type(cmd) is SendToServer:
                 up = self._up
                 if up is not None and up.transport is not None:
                     up.transport.write(cmd.data)
             elif type(cmd) is Verdict:
-                self._proxy._emit(cmd.flow)
+                self._proxy._emit_verdict(cmd)
             elif type(cmd) is Log:
                 self._log.log(cmd.level, cmd.message)
             elif type(cmd) is OpenServer:
@@ -586,6 +609,8 @@ class _Connection:
                 self._close_upstream()
                 if cmd.side == "client":
                     self._end()
+        if pending:
+            self._client.write(pending[0] if len(pending) == 1 else b"".join(pending))
         if not self._done:
             self._update_reading()
             self._update_timer()
@@ -697,6 +722,10 @@ class _Connection:
 
 
 _background: set[asyncio.Task[None]] = set()
+
+
+async def _opened(sock: socket.socket) -> socket.socket:
+    return sock
 
 
 def _spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

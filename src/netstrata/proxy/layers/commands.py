@@ -9,10 +9,12 @@ answer never interleave with anything else.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
-from netstrata.observe.flow import Flow
+from netstrata.observe.flow import Flow, L7FlowType
+from netstrata.observe.flow import Verdict as FlowVerdict
 from netstrata.proxy.policy_source import Address
 
 
@@ -49,12 +51,51 @@ class Close:
     """Which connection."""
 
 
-@dataclass(frozen=True, slots=True)
 class Verdict:
-    """Emit an L7 flow record (a request's verdict or a response's outcome)."""
+    """Emit an L7 flow record (a request's verdict or a response's outcome).
 
-    flow: Flow = field(repr=False)
-    """The Hubble flow, built by `observe.builders`."""
+    Either the flow itself, or (`Verdict.lazy`) what the proxy's counters need plus a function
+    that builds the flow: a layer on the per-request path then builds the Hubble-shaped record
+    only when something reads `flow` (the adapter does when a flow consumer is attached), not
+    for every request of a proxy nobody observes.
+    """
+
+    __slots__ = ("_build", "_flow", "is_request", "verdict")
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow: Flow | None = flow
+        self._build: Callable[[], Flow] | None = None
+        self.is_request = flow.l7 is not None and flow.l7.type == L7FlowType.REQUEST
+        """A REQUEST record (what the proxy's forwarded/denied counters count)."""
+        self.verdict = flow.verdict
+        """The flow's verdict."""
+
+    @classmethod
+    def lazy(cls, is_request: bool, verdict: FlowVerdict, build: Callable[[], Flow]) -> Verdict:
+        """A verdict whose flow `build()` makes on first use; `build` must only read values
+        fixed when the verdict was made (it may run later, or never)."""
+        self = cls.__new__(cls)
+        self._flow, self._build = None, build
+        self.is_request, self.verdict = is_request, verdict
+        return self
+
+    @property
+    def flow(self) -> Flow:
+        """The Hubble flow, built by `observe.builders` (once)."""
+        flow = self._flow
+        if flow is None:
+            assert self._build is not None
+            flow = self._flow = self._build()
+            self._build = None
+        return flow
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Verdict) and self.flow == other.flow
+
+    __hash__ = None  # type: ignore[assignment]  # like the dataclass commands: eq, no hash
+
+    def __repr__(self) -> str:
+        return f"Verdict(is_request={self.is_request}, verdict={self.verdict.name})"
 
 
 @dataclass(frozen=True, slots=True)

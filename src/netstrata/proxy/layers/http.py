@@ -38,11 +38,12 @@ from dataclasses import dataclass
 from typing import Final
 
 from netstrata.datapath.reference.l7 import l7_check
-from netstrata.observe.builders import PolicyRef, flow_from_l7_http
+from netstrata.observe.builders import flow_from_l7_http
 from netstrata.observe.flow import Flow, L7FlowType
 from netstrata.observe.flow import Verdict as FlowVerdict
 from netstrata.policy.l7 import HTTPRequest
-from netstrata.policy.types import L7Policy
+from netstrata.policy.types import L7Policy, ResolvedPolicy
+from netstrata.proxy._http1_fast import parse_plain_request_head
 from netstrata.proxy.errors import LocalProtocolError, RemoteProtocolError
 from netstrata.proxy.http1 import (
     DEFAULT_LIMITS,
@@ -127,7 +128,9 @@ class _Exchange:
     started: float
     forward: bool
     """True while the request goes upstream; False when the proxy answers and discards the body."""
-    policies: tuple[PolicyRef, ...] = ()
+    policy: ResolvedPolicy | None = None
+    """The policy that decided (its cookie's rule goes into the flows)."""
+    cookie: int | None = None
     revision: int = 0
     upstream_head: RequestHead | None = None
     head_sent: bool = False
@@ -138,16 +141,54 @@ class _Exchange:
     close_after: bool = False
     deny_verdict: FlowVerdict = FlowVerdict.FORWARDED
     """Verdict of the RESPONSE flow."""
+    wire: bytes | None = None
+    """The request head as the client sent it, when the fast path parsed it."""
+    upstream_wire: bytes | None = None
+    """`wire`, when the upstream gets the head unchanged (no rewrite, nothing hop-by-hop)."""
 
 
-def strip_hop_by_hop(headers: Headers) -> Headers:
-    """Headers without hop-by-hop fields; framing fields survive even if Connection names them."""
+def has_hop_by_hop(headers: Headers) -> bool:
+    """Whether any field is hop-by-hop (a field Connection names implies Connection itself)."""
+    for key, _ in headers:
+        if key.lower() in _HOP_BY_HOP:
+            return True
+    return False
+
+
+def _hop_by_hop_names(headers: Headers) -> frozenset[str]:
+    """Lower-cased names not to forward: the hop-by-hop fields and what Connection names,
+    never the framing fields (a client must not desynchronize the two cores)."""
+    if not has_hop_by_hop(headers):
+        return frozenset()
     named: set[str] = set()
     for key, value in headers:
         if key.lower() == "connection":
             named.update(t.strip().lower() for t in value.split(",") if t.strip())
-    drop = (_HOP_BY_HOP | named) - _FRAMING
+    return (_HOP_BY_HOP | named) - _FRAMING
+
+
+def strip_hop_by_hop(headers: Headers) -> Headers:
+    """Headers without hop-by-hop fields; framing fields survive even if Connection names them."""
+    drop = _hop_by_hop_names(headers)
+    if not drop:
+        return headers
     return tuple((k, v) for k, v in headers if k.lower() not in drop)
+
+
+def strip_hop_by_hop_wire(wire: bytes, headers: Headers) -> bytes | None:
+    """`wire` (a head exactly as received, which the core parsed into `headers`, one field
+    line per pair) without the field lines `strip_hop_by_hop` drops; the other bytes stay as
+    they came. None when the lines do not pair up with `headers` (then re-encode)."""
+    drop = _hop_by_hop_names(headers)
+    if not drop:
+        return wire
+    lines = wire.split(b"\r\n")
+    fields = lines[1:-2]
+    if len(fields) != len(headers):
+        return None
+    kept = [line for line, (name, _) in zip(fields, headers, strict=True)
+            if name.lower() not in drop]
+    return b"\r\n".join([lines[0], *kept, b"", b""])
 
 
 def _secret_headers(l7: L7Policy | None) -> frozenset[str]:
@@ -206,7 +247,8 @@ class HTTPLayer:
             self._last_rx = now
             if self._ex is None and self._head_started is None:
                 self._head_started = now
-            self._client.receive_data(event.data)
+            if not self._fast_request_head(event.data, now, out):
+                self._client.receive_data(event.data)
             self._process_client(now, out)
         elif isinstance(event, ClientEof):
             self._client_eof_seen = True
@@ -295,23 +337,47 @@ class HTTPLayer:
                     self._close(out)
                 return
 
-    def _on_request_head(self, head: RequestHead, now: float, out: list[Command]) -> None:
+    def _fast_request_head(self, data: bytes, now: float, out: list[Command]) -> bool:
+        """Parse a plain request head that starts `data` without the core's full parser
+        (`_http1_fast.py`); False leaves `data` to the core, which decides on anything
+        else (and refuses what must be refused)."""
+        client = self._client
+        if self._ex is not None or client.buffered_bytes or client.their_state is not State.IDLE:
+            return False
+        end = data.find(b"\r\n\r\n") + 4
+        limits = self.settings.limits
+        if end < 4 or end > limits.max_head_bytes:
+            return False
+        wire = data[:end] if end < len(data) else data
+        head = parse_plain_request_head(wire, max_target=limits.max_target_length,
+                                        max_fields=limits.max_header_count,
+                                        max_body=limits.max_body_bytes)
+        if head is None:
+            return False
+        client.accept_request_head(head)
+        if end < len(data):
+            client.receive_data(data[end:])  # body bytes, or the next pipelined request
+        self._on_request_head(head, now, out, wire)
+        return True
+
+    def _on_request_head(self, head: RequestHead, now: float, out: list[Command],
+                         wire: bytes | None = None) -> None:
         self._head_started = None
         url = f"http://{head.host or self._authority()}{head.path}"
-        ex = self._ex = _Exchange(head, url, now, forward=False)
+        ex = self._ex = _Exchange(head, url, now, forward=False, wire=wire)
         if head.method == "CONNECT":
-            out.append(Verdict(self._request_flow(ex, FlowVerdict.ERROR, now)))
+            out.append(self._request_flow(ex, FlowVerdict.ERROR, now))
             self._fail(501, b"", now, out)
             return
         grpc = (head.header("content-type") or "").startswith("application/grpc")
         outcome = apply_path_policy(head.path, self.settings.path_policy, grpc=grpc)
         if outcome.action == "reject":
-            out.append(Verdict(self._request_flow(ex, FlowVerdict.ERROR, now)))
+            out.append(self._request_flow(ex, FlowVerdict.ERROR, now))
             self._fail(400, b"", now, out)
             return
         ex.url = f"http://{head.host or self._authority()}{outcome.path}"
         if outcome.action == "redirect":
-            out.append(Verdict(self._request_flow(ex, FlowVerdict.FORWARDED, now)))
+            out.append(self._request_flow(ex, FlowVerdict.FORWARDED, now))
             self._reply(307, b"", now, out, extra=(("location", outcome.path),))
             return
         request = HTTPRequest(head.method, outcome.path, head.host, head.headers)
@@ -321,7 +387,6 @@ class HTTPLayer:
                 out: list[Command]) -> None:
         l7, policy = self.ctx.l7_policy()
         ex.revision = policy.revision if policy is not None else 0
-        hidden = _secret_headers(l7)
         mesh = self.ctx.mesh_authorize
         forwarded: object
         if (l7 is None or l7.parser != "http") and mesh is not None:
@@ -333,7 +398,7 @@ class HTTPLayer:
         else:
             verdict = l7_check(l7, self.ctx.info.peer_identity, request, self.ctx.secrets)
             allowed, cookie, forwarded = verdict.allowed, verdict.cookie, verdict.forwarded
-        ex.policies = policy_refs(policy, cookie)
+        ex.policy, ex.cookie = policy, cookie
         flow_verdict = FlowVerdict.FORWARDED if allowed else FlowVerdict.DROPPED
         if not allowed and policy is not None and policy.audit:
             # Audit mode (netstrata's L7 extension): report the would-be denial, forward the
@@ -345,7 +410,7 @@ class HTTPLayer:
             denial = mesh(forwarded, grpc)  # Cilium's L7 first, then the mesh (stratum 3)
             if denial is not None:
                 flow_verdict = FlowVerdict.DROPPED
-        out.append(Verdict(self._request_flow(ex, flow_verdict, now, hidden)))
+        out.append(self._request_flow(ex, flow_verdict, now, l7))
         if denial is not None:
             ex.deny_verdict = FlowVerdict.DROPPED
             self._reply(denial[0], denial[1], now, out)
@@ -361,6 +426,9 @@ class HTTPLayer:
             return
         ex.forward = True
         ex.upstream_head = self._upstream_head(ex.head, forwarded)
+        if (ex.wire is not None and forwarded is request and request.path == ex.head.target
+                and not has_hop_by_hop(ex.head.headers)):
+            ex.upstream_wire = ex.wire  # nothing to rewrite: the client's bytes go as they came
         if self._upstream is not None and not self._upstream_opening:
             self._send_upstream_head(now, out)
         elif not self._upstream_opening:
@@ -417,7 +485,7 @@ class HTTPLayer:
         ex = self._ex
         assert ex is not None and ex.upstream_head is not None and self._upstream is not None
         try:
-            data = self._upstream.send(ex.upstream_head)
+            data = self._upstream.send(ex.upstream_head, wire=ex.upstream_wire)
         except LocalProtocolError as exc:
             out.append(Log(f"cannot forward request: {exc.message}", logging.WARNING))
             ex.forward = False
@@ -460,11 +528,15 @@ class HTTPLayer:
                           out: list[Command]) -> None:
         ex.response_started = True
         headers = strip_hop_by_hop(head.headers)
+        wire: bytes | None = None
         if ex.head.version == "1.0":
             headers = (*headers, ("Connection", "keep-alive" if ex.head.keep_alive else "close"))
+        elif head.version == "1.1" and self._upstream is not None:
+            # as received, less the hop-by-hop lines (no re-encoding of what stays)
+            wire = strip_hop_by_hop_wire(self._upstream.last_head_wire, head.headers)
         response = ResponseHead(head.status, head.reason, "1.1", headers, keep_alive=True)
-        out.append(SendToClient(self._client.send(response)))
-        out.append(Verdict(self._response_flow(ex, head.status, FlowVerdict.FORWARDED, now)))
+        out.append(SendToClient(self._client.send(response, wire=wire)))
+        out.append(self._response_flow(ex, head.status, FlowVerdict.FORWARDED, now))
 
     def _on_response_end(self, ex: _Exchange, event: EndOfMessage, now: float,
                          out: list[Command]) -> None:
@@ -518,7 +590,7 @@ class HTTPLayer:
         out.append(SendToClient(wire))
         verdict = ex.deny_verdict if head.status == 403 else (
             FlowVerdict.FORWARDED if head.status < 400 else FlowVerdict.ERROR)
-        out.append(Verdict(self._response_flow(ex, head.status, verdict, now)))
+        out.append(self._response_flow(ex, head.status, verdict, now))
         self._maybe_finish(now, out)
 
     def _fail(self, status: int, body: bytes, now: float, out: list[Command]) -> None:
@@ -531,7 +603,7 @@ class HTTPLayer:
         out.append(SendToClient(encode_response_head(head) + data.data))
         if ex is not None:
             ex.response_started = ex.response_done = True
-            out.append(Verdict(self._response_flow(ex, status, FlowVerdict.ERROR, now)))
+            out.append(self._response_flow(ex, status, FlowVerdict.ERROR, now))
         self._close(out)
 
     def _maybe_finish(self, now: float, out: list[Command]) -> None:
@@ -565,23 +637,34 @@ class HTTPLayer:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _request_flow(self, ex: _Exchange, verdict: FlowVerdict, now: float,
-                      hidden: frozenset[str] = frozenset()) -> Flow:
-        info = self.ctx.info
-        return flow_from_l7_http(
-            self.ctx.packet(), method=ex.head.method, url=ex.url, l7_type=L7FlowType.REQUEST,
-            verdict=verdict, direction=info.direction, time_ns=int(now * 1e9),
-            node_name=self.ctx.node_name, protocol=f"HTTP/{ex.head.version}",
-            headers=redact(ex.head.headers, hidden), policies=ex.policies, revision=ex.revision)
+                      l7: L7Policy | None = None) -> Verdict:
+        ctx, head, url, policy, cookie, revision = (
+            self.ctx, ex.head, ex.url, ex.policy, ex.cookie, ex.revision)
+
+        def build() -> Flow:
+            return flow_from_l7_http(
+                ctx.packet(), method=head.method, url=url, l7_type=L7FlowType.REQUEST,
+                verdict=verdict, direction=ctx.info.direction, time_ns=int(now * 1e9),
+                node_name=ctx.node_name, protocol=f"HTTP/{head.version}",
+                headers=redact(head.headers, _secret_headers(l7)),
+                policies=policy_refs(policy, cookie), revision=revision)
+
+        return Verdict.lazy(True, verdict, build)
 
     def _response_flow(self, ex: _Exchange, status: int, verdict: FlowVerdict,
-                       now: float) -> Flow:
-        info = self.ctx.info
-        return flow_from_l7_http(
-            self.ctx.packet(), method=ex.head.method, url=ex.url, l7_type=L7FlowType.RESPONSE,
-            verdict=verdict, direction=info.direction, time_ns=int(now * 1e9),
-            node_name=self.ctx.node_name, protocol=f"HTTP/{ex.head.version}", code=status,
-            latency_ns=max(0, int((now - ex.started) * 1e9)), policies=ex.policies,
-            revision=ex.revision)
+                       now: float) -> Verdict:
+        ctx, head, url, policy, cookie, revision, started = (
+            self.ctx, ex.head, ex.url, ex.policy, ex.cookie, ex.revision, ex.started)
+
+        def build() -> Flow:
+            return flow_from_l7_http(
+                ctx.packet(), method=head.method, url=url, l7_type=L7FlowType.RESPONSE,
+                verdict=verdict, direction=ctx.info.direction, time_ns=int(now * 1e9),
+                node_name=ctx.node_name, protocol=f"HTTP/{head.version}", code=status,
+                latency_ns=max(0, int((now - started) * 1e9)),
+                policies=policy_refs(policy, cookie), revision=revision)
+
+        return Verdict.lazy(False, verdict, build)
 
 
 __all__ = [
@@ -590,5 +673,6 @@ __all__ = [
     "UPSTREAM_TIMEOUT",
     "HTTPLayer",
     "HTTPSettings",
+    "has_hop_by_hop",
     "strip_hop_by_hop",
 ]
