@@ -10,7 +10,10 @@ The hand-off is one local TCP hop: `MeshInbound.handle` connects to the proxy's 
 and registers the connection under the local address it connected from; the listener's
 `PolicySource` (`MeshHandOffSource`) looks that address up, so the layers see the original
 destination and the source as the tunnel told them, and the authorizer sees the
-`InboundConnection` (peer, workload, target).
+`InboundConnection` (peer, workload, target). The connection's client address becomes the
+source workload's (with the hop's port), so a transparent mesh listener's upstream leaves
+from the source workload's address; a delivery the `TunnelServer` already opened
+(`InboundConnection.delivery`) is used as that upstream (`NodeProxy.upstream_socket`).
 """
 
 from __future__ import annotations
@@ -94,10 +97,12 @@ def mesh_authorizer(
     return authorize
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _HandOff:
     conn: InboundConnection
     source_ip: str
+    delivery: socket.socket | None = None
+    """The upstream already opened to the workload; None once the proxy took it."""
 
 
 class MeshHandOffSource(PolicySource):
@@ -111,15 +116,21 @@ class MeshHandOffSource(PolicySource):
     def __init__(self, inner: PolicySource) -> None:
         self.inner = inner
         self._pending: dict[Address, _HandOff] = {}
+        self._as_source: dict[Address, _HandOff] = {}
+        """The same hand-offs under (source workload IP, hop port), the client they resolve to."""
 
     def expect(self, local: Address, hand_off: _HandOff) -> None:
         self._pending[local] = hand_off
+        self._as_source[(hand_off.source_ip, local[1])] = hand_off
 
     def forget(self, local: Address) -> None:
-        self._pending.pop(local, None)
+        found = self._pending.pop(local, None)
+        if found is not None:
+            self._as_source.pop((found.source_ip, local[1]), None)
 
     def hand_off(self, client: Address) -> _HandOff | None:
-        return self._pending.get(client)
+        """The hand-off of a connection, by its hop address or its resolved client address."""
+        return self._as_source.get(client) or self._pending.get(client)
 
     def resolve(
         self, listener: str, direction: Direction, proto: int, client: Address, local: Address
@@ -134,12 +145,13 @@ class MeshHandOffSource(PolicySource):
         )
         if info is None:
             return None
-        # keep the hop's address as the client: it is what `hand_off` finds the connection by
+        # the source workload is the client (a transparent listener's upstream leaves from
+        # it); the hop's port keeps it unique for `hand_off`
         return ConnectionInfo(
             info.endpoint_id,
             info.direction,
             info.peer_identity,
-            client,
+            (found.source_ip, client[1]),
             info.original_dst,
             info.proto,
             info.source,
@@ -174,13 +186,31 @@ class MeshInbound:
         self.clock, self.jwks_fetcher = clock, jwks_fetcher
         self.address: Address | None = None
         proxy.mesh_authorize = self._authorizer
+        proxy.upstream_socket = self._delivery
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Address:
-        """Start the proxy's mesh listener (HTTP/1.1 and h2c, ingress policy)."""
-        self.address = await self.proxy.add_listener(
-            ListenerSpec(MESH_LISTENER, "http", Direction.INGRESS, host, port)
-        )
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, upstream_mark: int | None = None
+    ) -> Address:
+        """Start the proxy's mesh listener (HTTP/1.1 and h2c, ingress policy).
+
+        `upstream_mark` makes it transparent (in the proxy's socket factory's namespace):
+        upstreams leave from the source workload's address with that SO_MARK (the kernel lab:
+        the ingress proxy's mark, so the destination's L3/L4 policy still applies)."""
+        spec = ListenerSpec(MESH_LISTENER, "http", Direction.INGRESS, host, port)
+        if upstream_mark is not None:
+            spec = ListenerSpec(MESH_LISTENER, "http", Direction.INGRESS, host, port,
+                                transparent=True, upstream_mark=upstream_mark)
+        self.address = await self.proxy.add_listener(spec)
         return self.address
+
+    def _delivery(self, spec: ListenerSpec, info: ConnectionInfo) -> socket.socket | None:
+        if spec.name != MESH_LISTENER:
+            return None
+        found = self.source.hand_off(info.client)
+        if found is None or found.delivery is None:
+            return None
+        sock, found.delivery = found.delivery, None
+        return sock
 
     def _authorizer(self, spec: ListenerSpec, info: ConnectionInfo) -> MeshAuthorize | None:
         if spec.name != MESH_LISTENER:
@@ -207,30 +237,40 @@ class MeshInbound:
     ) -> None:
         """A `TunnelServer` handler: carry `conn` into the proxy's mesh listener.
 
-        `source_ip` is the source workload's address when known (the kernel lab), else the
-        socket peer of the tunnel."""
+        `source_ip` is the source workload's address when known, else the tunnel's
+        `Forwarded` address, else the socket peer of the tunnel."""
         assert self.address is not None, "start() first"
         # registered before connecting: the proxy may resolve the accept before we resume
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # (the hop's socket in the proxy's namespace: its mesh listener is there)
+        sock = self.proxy.socket_factory(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind((self.address[0], 0))
         sock.setblocking(False)
         host, port = sock.getsockname()[:2]
         local = (str(host), int(port))
-        self.source.expect(local, _HandOff(conn, source_ip or conn.source_address[0]))
+        hand_off = _HandOff(
+            conn, source_ip or conn.forwarded_for or conn.source_address[0], conn.delivery
+        )
+        self.source.expect(local, hand_off)
         try:
             await asyncio.get_running_loop().sock_connect(sock, self.address)
             hop = await asyncio.open_connection(sock=sock)
         except OSError:
             sock.close()
-            self.source.forget(local)
+            self._drop(local, hand_off)
             writer.close()
             return
         try:
             await pipe((reader, writer), hop)
         finally:
-            self.source.forget(local)
+            self._drop(local, hand_off)
             with contextlib.suppress(Exception):
                 hop[1].close()
+
+    def _drop(self, local: Address, hand_off: _HandOff) -> None:
+        self.source.forget(local)
+        if hand_off.delivery is not None:  # never taken (denied before any upstream)
+            hand_off.delivery.close()
+            hand_off.delivery = None
 
 
 __all__ = ["MESH_LISTENER", "MeshHandOffSource", "MeshInbound", "mesh_authorizer"]

@@ -20,13 +20,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, TypeVar
 
 from netstrata.agent.flowhub import FlowHub
+from netstrata.agent.mesh_node import MeshAuthority, NodeMesh, is_meshed_view
 from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
 from netstrata.agent.proxy import NodeProxyRunner
 from netstrata.datapath.maps import FlowEvent
@@ -129,6 +132,10 @@ class LabSession:
     hubs: dict[str, FlowHub] = field(default_factory=dict)
     """Each node's flow store, fed by its proxy's L7 decisions."""
     _l7_feeds: dict[str, Subscription] = field(default_factory=dict)
+    meshes: dict[str, NodeMesh] = field(default_factory=dict)
+    """Each node's mesh listeners (agent/mesh_node.py), started with the first meshed view;
+    from then on the agents write the mesh-capture maps."""
+    _mesh_state: tempfile.TemporaryDirectory[str] | None = None
     _ifindex: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -170,10 +177,27 @@ class LabSession:
     async def sync(self, view: ReferenceLab) -> list[SyncResult]:
         """Push the resolved state into every node's kernel maps, and the same policies into
         every node's proxy."""
+        if not self.meshes and is_meshed_view(view):
+            await self._start_mesh(view)
+        for mesh in self.meshes.values():
+            mesh.update(view)
         results = [await _blocking(agent.sync, view) for agent in self.agents.values()]
         for proxy in self.proxies.values():
             proxy.update(view)
         return results
+
+    async def _start_mesh(self, view: ReferenceLab) -> None:
+        """The mesh listeners of every node (CAs in a state directory of this lab), then
+        the capture maps: nothing is captured before a listener takes it."""
+        self._mesh_state = tempfile.TemporaryDirectory(prefix=f"{self.plan.name}-mesh-")
+        authority = MeshAuthority(Path(self._mesh_state.name))
+        node_ips = self.plan.node_ips()
+        for node in self.plan.nodes:
+            mesh = NodeMesh(self.proxies[node.key], authority, node.ip, node_ips,
+                            factory=self.proxies[node.key]._factory)
+            await mesh.start(view)
+            self.meshes[node.key] = mesh
+            self.agents[node.key].mesh_capture = True
 
     def drain_events(self) -> dict[str, list[FlowEvent]]:
         return {key: agent.drain_events() for key, agent in self.agents.items()}
@@ -202,6 +226,11 @@ class LabSession:
 
     async def close(self) -> None:
         """Stop the servers, unload every node and remove the whole lab."""
+        for mesh in self.meshes.values():
+            await mesh.aclose()
+        self.meshes.clear()
+        if self._mesh_state is not None:
+            self._mesh_state.cleanup()
         for proxy in self.proxies.values():
             await proxy.aclose()
         self.proxies.clear()

@@ -5,10 +5,13 @@ ztunnel on port 15008 inside mutual TLS, with the original destination `ip:port`
 `:authority`. We keep the idea and drop the multiplexing: one TLS 1.3 connection per tunnelled
 connection, starting with an HTTP/1.1 CONNECT (RFC 9110 §9.3.6, authority form):
 
-    source -> destination   CONNECT 10.1.0.7:8080 HTTP/1.1\\r\\nHost: 10.1.0.7:8080\\r\\n\\r\\n
+    source -> destination   CONNECT 10.1.0.7:8080 HTTP/1.1\\r\\nHost: 10.1.0.7:8080\\r\\n
+                            Forwarded: for=10.2.0.5\\r\\n\\r\\n
     destination -> source   HTTP/1.1 200 OK\\r\\n\\r\\n          then raw bytes both ways
                             HTTP/1.1 403 Forbidden\\r\\n...\\r\\n  and close (refused)
 
+`Forwarded: for=<ip>` (RFC 7239 §5.2, as ztunnel sends it) names the source workload's
+address, so the destination delivers from it and its kernel policy sees the source's identity.
 Any bytes after the blank line belong to the tunnelled stream. Pure: bytes in, values out;
 errors are ValueError (the peer sent garbage), which the adapter answers with 400 and a close.
 """
@@ -38,6 +41,8 @@ class Preamble:
 
     line: str
     """The request or status line."""
+    headers: tuple[tuple[str, str], ...]
+    """Header fields after the line, names lower-cased, in order."""
     trailing: bytes
     """Bytes after the blank line: the start of the tunnelled stream."""
 
@@ -59,7 +64,14 @@ def split_head(buffer: bytes) -> Preamble | None:
         head = buffer[:end].decode("ascii")
     except UnicodeDecodeError as exc:
         raise ValueError("tunnel preamble is not ASCII") from exc
-    return Preamble(head.split("\r\n", 1)[0], buffer[end + len(_END) :])
+    line, *fields = head.split("\r\n")
+    headers = []
+    for field in fields:
+        name, sep, value = field.partition(":")
+        if not sep or not name or name != name.strip():
+            raise ValueError(f"tunnel preamble: bad header field {field[:80]!r}")
+        headers.append((name.lower(), value.strip()))
+    return Preamble(line, tuple(headers), buffer[end + len(_END) :])
 
 
 def format_authority(host: str, port: int) -> str:
@@ -81,9 +93,37 @@ def parse_authority(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def encode_connect(host: str, port: int) -> bytes:
+def encode_connect(host: str, port: int, forwarded_for: str | None = None) -> bytes:
+    """The CONNECT head; `forwarded_for` is the source workload's IP address."""
     authority = format_authority(host, port)
-    return f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("ascii")
+    extra = ""
+    if forwarded_for is not None:
+        ipaddress.ip_address(forwarded_for)  # ValueError: only addresses travel
+        node = f'"[{forwarded_for}]"' if ":" in forwarded_for else forwarded_for
+        extra = f"Forwarded: for={node}\r\n"
+    return f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{extra}\r\n".encode("ascii")
+
+
+def forwarded_for(preamble: Preamble) -> str | None:
+    """The source address of the `Forwarded` field (its first `for=`), None when absent.
+
+    Raises:
+        ValueError: the field names something other than an IP address.
+    """
+    for name, value in preamble.headers:
+        if name != "forwarded":
+            continue
+        for pair in value.split(",")[0].split(";"):
+            key, _, node = pair.strip().partition("=")
+            if key.lower() == "for":
+                node = node.strip('"')
+                if node.startswith("[") and node.endswith("]"):
+                    node = node[1:-1]
+                try:
+                    return str(ipaddress.ip_address(node))
+                except ValueError as exc:
+                    raise ValueError(f"Forwarded: expected for=<ip>, found {node[:60]!r}") from exc
+    return None
 
 
 def decode_connect(line: str) -> tuple[str, int]:
@@ -116,6 +156,7 @@ __all__ = [
     "encode_connect",
     "encode_status",
     "format_authority",
+    "forwarded_for",
     "parse_authority",
     "split_head",
 ]

@@ -82,10 +82,26 @@ class MeshCredentials:
     """TLS contexts for the identities of one node proxy, always from the current certificates."""
 
     def __init__(
-        self, certificates: WorkloadCertificates, bundle: TrustBundle, clock: Clock = time.time
+        self,
+        certificates: WorkloadCertificates,
+        bundle: TrustBundle,
+        clock: Clock = time.time,
+        *,
+        handshake_bundle: TrustBundle | None = None,
     ) -> None:
+        """
+        Args:
+            certificates: this proxy's workload certificates.
+            bundle: the trust domains a peer is accepted from (local first, then aliases).
+            clock: Unix time.
+            handshake_bundle: the roots the TLS handshake itself accepts, when wider than
+                `bundle` (a lab whose clusters share one mesh: the handshake completes, so
+                the destination's kernel policy speaks first, and `peers` still refuses a
+                trust domain that is not aliased); `bundle` by default.
+        """
         self.certificates = certificates
         self.bundle = bundle
+        self.handshake_bundle = handshake_bundle
         self.clock = clock
         self._peers = VerifiedCertificates(bundle)
         self._clients: dict[int, ssl.SSLContext] = {}
@@ -107,7 +123,7 @@ class MeshCredentials:
         cert = self.current(identity)
         ctx = self._clients.get(cert.serial)
         if ctx is None:
-            ctx = client_context(cert, self.bundle)
+            ctx = client_context(cert, self.handshake_bundle or self.bundle)
             _remember(self._clients, cert.serial, ctx)
         return ctx
 
@@ -115,7 +131,7 @@ class MeshCredentials:
         cert = self.current(identity)
         ctx = self._servers.get(cert.serial)
         if ctx is None:
-            ctx = server_context(cert, self.bundle)
+            ctx = server_context(cert, self.handshake_bundle or self.bundle)
             _remember(self._servers, cert.serial, ctx)
         return ctx
 
@@ -128,7 +144,7 @@ class MeshCredentials:
             obj.context = self._server_now(identity)
 
         # a fresh context object for the listener, so its callback never leaks into the cache
-        ctx = server_context(self.current(identity), self.bundle)
+        ctx = server_context(self.current(identity), self.handshake_bundle or self.bundle)
         ctx.sni_callback = pick
         return ctx
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -69,7 +70,16 @@ class InboundConnection:
     decision: PeerAuthDecision
     source_address: Address
     """The socket peer: the source node proxy for a tunnel, the client for plaintext."""
+    forwarded_for: str | None = None
+    """The source workload's address as the tunnel's `Forwarded` field names it."""
+    delivery: socket.socket | None = None
+    """The connection to the workload already opened by the server's `deliver` hook (the
+    handler owns it: uses it as the upstream, or closes it)."""
 
+
+Deliver = Callable[[Address, str], Awaitable[socket.socket | None]]
+"""Opens the connection to the original destination from the source workload's address
+(target, source IP); None when it could not be opened (the kernel dropped it)."""
 
 InboundHandler = Callable[
     [InboundConnection, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
@@ -192,6 +202,7 @@ class TunnelServer:
         admission: InboundAdmission,
         handler: InboundHandler = forward_to_target,
         clock: Clock | None = None,
+        deliver: Deliver | None = None,
     ) -> None:
         """
         Args:
@@ -200,36 +211,47 @@ class TunnelServer:
             admission: PeerAuthentication per connection (`PeerAuthenticationGate`).
             handler: receives every admitted connection (L7 layers, or byte forwarding).
             clock: time for certificate validity checks; the credentials' clock by default.
+            deliver: opens the connection to the workload before anything is answered (the
+                kernel lab: the destination's L3/L4 policy decides first, and a connection it
+                drops stays silent, as a dropped SYN does); None leaves it to the handler.
         """
         self.credentials = credentials
         self.identity = identity
         self.admission = admission
         self.handler = handler
         self.clock = clock or credentials.clock
+        self.deliver = deliver
         self._stats = TunnelStatistics()
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._closing = False
 
-    async def start(self, host: str, port: int = 0) -> Address:
-        """Listen for tunnels (mTLS); returns the bound address."""
-        server = await asyncio.start_server(
-            self._on_tunnel, host, port, ssl=self.credentials.server(self.identity)
-        )
+    async def start(
+        self, host: str | None = None, port: int = 0, *, sock: socket.socket | None = None
+    ) -> Address:
+        """Listen for tunnels (mTLS) on host:port or a bound `sock`; returns the address."""
+        ctx = self.credentials.server(self.identity)
+        if sock is not None:
+            server = await asyncio.start_server(self._on_tunnel, sock=sock, ssl=ctx)
+        else:
+            server = await asyncio.start_server(self._on_tunnel, host, port, ssl=ctx)
         return self._keep(server)
 
     async def start_plaintext(
         self,
-        host: str,
+        host: str | None = None,
         port: int = 0,
         *,
         original_destination: OriginalDestination = socket_destination,
+        sock: socket.socket | None = None,
     ) -> Address:
-        """Listen for captured plaintext connections; returns the bound address."""
+        """Listen for captured plaintext connections (host:port or a bound `sock`)."""
 
         async def on_plaintext(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._on_plaintext(reader, writer, original_destination)
 
+        if sock is not None:
+            return self._keep(await asyncio.start_server(on_plaintext, sock=sock))
         return self._keep(await asyncio.start_server(on_plaintext, host, port))
 
     def _keep(self, server: asyncio.Server) -> Address:
@@ -275,32 +297,52 @@ class TunnelServer:
     async def _on_tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         source = writer.get_extra_info("peername")[:2]
         try:
-            peer = self._peer_of(writer)
-        except PeerCertificateError as exc:
-            self._stats.refused_certificate += 1
-            log.warning("mesh tunnel from %s refused: %s", source, exc)
-            await _close(writer)
-            return
-        try:
-            target = hbone.decode_connect((await _read_head(reader)).line)
+            head = await _read_head(reader)
+            target = hbone.decode_connect(head.line)
+            forwarded = hbone.forwarded_for(head)
         except (ValueError, TimeoutError, *_DROP_ERRORS) as exc:
             self._stats.bad_preamble += 1
-            log.warning("mesh tunnel from %s (%s): bad preamble: %s", source, peer.principal, exc)
+            log.warning("mesh tunnel from %s: bad preamble: %s", source, exc)
             with contextlib.suppress(*_DROP_ERRORS):
                 writer.write(hbone.encode_status(400))
             await _close(writer)
             return
+        # the chain was checked by the handshake; the kernel's L3/L4 verdict comes before
+        # the mesh's own checks, so a dropped connection looks dropped (no reply at all)
+        delivery = None
+        if self.deliver is not None:
+            delivery = await self.deliver(target, forwarded or source[0])
+            if delivery is None:
+                await _close(writer)
+                return
+        try:
+            peer = self._peer_of(writer)
+        except PeerCertificateError as exc:
+            self._stats.refused_certificate += 1
+            log.warning("mesh tunnel from %s refused: %s", source, exc)
+            await self._refuse(writer, delivery, 403)
+            return
         workload, decision = self.admission.admit(target, peer)
         if not decision.accepted:
             self._stats.refused_policy += 1
-            writer.write(hbone.encode_status(403))
-            await _close(writer)
+            await self._refuse(writer, delivery, 403)
             return
         self._stats.accepted += 1
         writer.write(hbone.encode_status(200))
         await writer.drain()
-        conn = InboundConnection(decision.peer, target, workload, decision, source)
+        conn = InboundConnection(
+            decision.peer, target, workload, decision, source, forwarded, delivery
+        )
         await self.handler(conn, reader, writer)
+
+    async def _refuse(
+        self, writer: asyncio.StreamWriter, delivery: socket.socket | None, status: int
+    ) -> None:
+        if delivery is not None:
+            delivery.close()
+        with contextlib.suppress(*_DROP_ERRORS):
+            writer.write(hbone.encode_status(status))
+        await _close(writer)
 
     async def _on_plaintext(
         self,
@@ -316,8 +358,16 @@ class TunnelServer:
             self._stats.plaintext_refused += 1
             await _close(writer)
             return
+        delivery = None
+        if self.deliver is not None:
+            delivery = await self.deliver(target, source[0])
+            if delivery is None:
+                await _close(writer)
+                return
         self._stats.plaintext_accepted += 1
-        conn = InboundConnection(decision.peer, target, workload, decision, source)
+        conn = InboundConnection(
+            decision.peer, target, workload, decision, source, source[0], delivery
+        )
         await self.handler(conn, reader, writer)
 
 
@@ -330,15 +380,19 @@ class TunnelClient:
         credentials: MeshCredentials,
         *,
         accept_server: Callable[[SpiffeId], bool] | None = None,
+        socket_factory: Callable[[int, int], socket.socket] | None = None,
     ) -> None:
         """
         Args:
             credentials: certificates and trust bundle of this node proxy.
             accept_server: extra check of the destination proxy's identity (after chain and
                 trust domain); any identity of the bundle by default.
+            socket_factory: makes the tunnel's TCP socket (family, type), e.g. inside the
+                node's network namespace; a plain socket by default.
         """
         self.credentials = credentials
         self.accept_server = accept_server
+        self.socket_factory = socket_factory
 
     def _check_server(self, writer: asyncio.StreamWriter) -> SpiffeId:
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
@@ -352,20 +406,33 @@ class TunnelClient:
         source: SpiffeId,
         target: Address,
         via: Address,
+        *,
+        forwarded_for: str | None = None,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Open a tunnel for `source` to `target` through the destination proxy at `via`.
+        """Open a tunnel for `source` to `target` through the destination proxy at `via`;
+        `forwarded_for` is the source workload's address, sent in the `Forwarded` field.
 
         Raises:
             TunnelRefused: the destination proxy answered with a non-200 status.
             PeerCertificateError: the destination proxy's certificate is not acceptable.
             ssl.SSLError, OSError: the handshake or the connection failed.
         """
-        reader, writer = await asyncio.open_connection(
-            *via, ssl=self.credentials.client(source), server_hostname=None
-        )
+        ctx = self.credentials.client(source)
+        if self.socket_factory is None:
+            reader, writer = await asyncio.open_connection(*via, ssl=ctx, server_hostname=None)
+        else:
+            sock = self.socket_factory(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                await asyncio.get_running_loop().sock_connect(sock, via)
+            except BaseException:
+                sock.close()
+                raise
+            # "" is asyncio's "no host name" for a given socket (mesh peers are named by SAN)
+            reader, writer = await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname="")
         try:
             self._check_server(writer)
-            writer.write(hbone.encode_connect(*target))
+            writer.write(hbone.encode_connect(*target, forwarded_for))
             await writer.drain()
             status = hbone.decode_status((await _read_head(reader)).line)
         except BaseException:
@@ -400,8 +467,14 @@ class OutboundListener:
         self.route = route
         self._server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int = 0) -> Address:
-        self._server = await asyncio.start_server(self._on_connection, host, port)
+    async def start(
+        self, host: str | None = None, port: int = 0, *, sock: socket.socket | None = None
+    ) -> Address:
+        """Listen on host:port or a bound `sock` (a transparent one, in the node's netns)."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._on_connection, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._on_connection, host, port)
         bound = self._server.sockets[0].getsockname()[:2]
         return str(bound[0]), int(bound[1])
 
@@ -421,7 +494,10 @@ class OutboundListener:
             return
         try:
             if route.source is not None and route.via is not None:
-                upstream = await self.client.open(route.source, route.target, route.via)
+                client_ip = writer.get_extra_info("peername")[0]
+                upstream = await self.client.open(
+                    route.source, route.target, route.via, forwarded_for=client_ip
+                )
             else:
                 upstream = await asyncio.open_connection(*route.target)
         except (
@@ -441,6 +517,7 @@ __all__ = [
     "Address",
     "InboundAdmission",
     "InboundConnection",
+    "Deliver",
     "InboundHandler",
     "OutboundListener",
     "OutboundRoute",
