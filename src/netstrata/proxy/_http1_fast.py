@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from netstrata.proxy._http1_head import connection_tokens
-from netstrata.proxy.http1_events import RequestHead
+from netstrata.proxy._http1_head import connection_tokens, is_keep_alive
+from netstrata.proxy.http1_events import RequestHead, ResponseHead
 
 _TOKEN: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _VALUE_CHARS: Final = rb"[\t\x20-\x7e\x80-\xff]"
@@ -34,6 +34,11 @@ _PLAIN_HEAD_RE: Final = re.compile(
 )
 # one field line of a block `_PLAIN_HEAD_RE` accepted; OWS around the value is not part of it
 _FIELD_RE: Final = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _VALUE_CHARS + rb"*?)[ \t]*\r\n")
+# a final response's status line with a reason phrase (possibly empty), then field lines
+_PLAIN_RESPONSE_RE: Final = re.compile(
+    rb"HTTP/1\.1 ([2-9][0-9][0-9]) (" + _VALUE_CHARS + rb"*)\r\n"
+    rb"((?:" + _TOKEN + rb":" + _VALUE_CHARS + rb"*\r\n)*)\r\n"
+)
 _DIGITS_RE: Final = re.compile(r"[0-9]{1,18}\Z")
 # the full parser's Host grammar (uri-host [":" port]); kept identical to `_http1_head._HOST_RE`
 _HOST_RE: Final = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?\Z")
@@ -90,4 +95,25 @@ def parse_plain_request_head(
     )
 
 
-__all__ = ["parse_plain_request_head"]
+def parse_plain_response_head(head: bytes, *, max_fields: int) -> ResponseHead | None:
+    """The `ResponseHead` the full parser gives for an HTTP/1.1 final response head with
+    CRLF line endings and well-formed fields, else None (1xx, HTTP/1.0, anything odd: the
+    full parser decides). Framing is not judged here: the core does that for every head."""
+    match = _PLAIN_RESPONSE_RE.fullmatch(head)
+    if match is None:
+        return None
+    raw_status, raw_reason, block = match.groups()
+    fields = _FIELD_RE.findall(block)
+    if len(fields) > max_fields:
+        return None
+    headers = tuple((n.decode("ascii"), v.decode("latin-1")) for n, v in fields)
+    return ResponseHead(
+        status=int(raw_status),
+        reason=raw_reason.decode("latin-1"),
+        version="1.1",
+        headers=headers,
+        keep_alive=is_keep_alive("1.1", headers),
+    )
+
+
+__all__ = ["parse_plain_request_head", "parse_plain_response_head"]

@@ -140,14 +140,15 @@ def connection_tokens(headers: Headers) -> set[str]:
 
 def is_keep_alive(version: str, headers: Headers) -> bool:
     """Persistence per RFC 9112 §9.3: 1.1 unless `close`; 1.0 only with `keep-alive`."""
+    if version == "1.1" and not any(k.lower() == "connection" for k, _ in headers):
+        return True  # the common case, without building the token set
     tokens = connection_tokens(headers)
     if "close" in tokens:
         return False
     return version == "1.1" or "keep-alive" in tokens
 
 
-def _content_length(headers: Headers, status: int) -> int | None:
-    values = get_all_headers(headers, "content-length")
+def _content_length(values: list[str], status: int) -> int | None:
     if not values:
         return None
     seen: set[str] = set()
@@ -162,8 +163,7 @@ def _content_length(headers: Headers, status: int) -> int | None:
     return int(seen.pop())
 
 
-def _transfer_codings(headers: Headers) -> list[str] | None:
-    values = get_all_headers(headers, "transfer-encoding")
+def _transfer_codings(values: list[str]) -> list[str] | None:
     if not values:
         return None
     return [c.strip(" \t").lower() for v in values for c in v.split(",")]
@@ -175,8 +175,16 @@ def body_framing(headers: Headers, version: str, *, status: int, is_request: boo
     Raises:
         RemoteProtocolError: the smuggling-prone combinations listed in the module docstring.
     """
-    codings = _transfer_codings(headers)
-    length = _content_length(headers, status)
+    te: list[str] = []
+    cl: list[str] = []
+    for key, value in headers:  # one pass: framing is decided for every message, twice per hop
+        lower = key.lower()
+        if lower == "content-length":
+            cl.append(value)
+        elif lower == "transfer-encoding":
+            te.append(value)
+    codings = _transfer_codings(te)
+    length = _content_length(cl, status)
     if codings is not None:
         if length is not None:
             raise RemoteProtocolError(

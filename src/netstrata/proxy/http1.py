@@ -57,6 +57,7 @@ from netstrata.proxy._http1_body import (
     LengthWriter,
     encode_fields,
 )
+from netstrata.proxy._http1_fast import parse_plain_request_head, parse_plain_response_head
 from netstrata.proxy._http1_head import (
     BLANK_LINE_RE,
     Framing,
@@ -234,6 +235,8 @@ class HTTP1Connection:
         return NEED_DATA if event is None else event
 
     def _read_head(self) -> Event | Sentinel:
+        if not self._buf:  # between messages of a keep-alive connection: nothing to scan
+            return ConnectionClosed() if self._eof else NEED_DATA
         if self.role == "server":
             while self._buf[:2] == b"\r\n":  # RFC 9112 §2.2: ignore empty lines before a request
                 del self._buf[:2]
@@ -259,14 +262,24 @@ class HTTP1Connection:
         head = self.last_head_wire = bytes(self._buf[:end])
         del self._buf[:end]
         self._search_from = 0
+        limits = self.limits
         if self.role == "server":
-            return parse_request_head(
+            # the plain case in one regex pass; anything else (and every refusal) is the full
+            # parser's (`_http1_fast.py`)
+            return parse_plain_request_head(
                 head,
-                max_target=self.limits.max_target_length,
-                max_fields=self.limits.max_header_count,
-                max_body=self.limits.max_body_bytes,
+                max_target=limits.max_target_length,
+                max_fields=limits.max_header_count,
+                max_body=limits.max_body_bytes,
+            ) or parse_request_head(
+                head,
+                max_target=limits.max_target_length,
+                max_fields=limits.max_header_count,
+                max_body=limits.max_body_bytes,
             )
-        return parse_response_head(head, max_fields=self.limits.max_header_count)
+        return parse_plain_response_head(
+            head, max_fields=limits.max_header_count
+        ) or parse_response_head(head, max_fields=limits.max_header_count)
 
     def _their_transition(self, event: Event) -> None:
         new = TRANSITIONS.get((self.their_state, type(event)))

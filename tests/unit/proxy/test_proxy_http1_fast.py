@@ -17,8 +17,8 @@ from proxyfeed import FUZZ_EXAMPLES
 
 from netstrata.api.types import HTTPRule
 from netstrata.policy.types import Direction, L7Entry, L7Policy, ResolvedPolicy
-from netstrata.proxy._http1_fast import parse_plain_request_head
-from netstrata.proxy._http1_head import parse_request_head
+from netstrata.proxy._http1_fast import parse_plain_request_head, parse_plain_response_head
+from netstrata.proxy._http1_head import parse_request_head, parse_response_head
 from netstrata.proxy.errors import RemoteProtocolError
 from netstrata.proxy.http1 import HTTP1Limits
 from netstrata.proxy.http_path import (
@@ -146,6 +146,33 @@ def test_fast_parser_takes_the_common_request_and_leaves_the_rest() -> None:
     ):
         assert fast(refused) is None
         assert isinstance(_full(refused), RemoteProtocolError)
+
+
+_STATUS_LINES = [
+    b"HTTP/1.1 200 OK",
+    b"HTTP/1.1 404 ",
+    b"HTTP/1.1 503 Service  Unavailable",
+    b"HTTP/1.1 200",
+    b"HTTP/1.1 100 Continue",
+    b"HTTP/1.0 200 OK",
+    b"HTTP/1.1 20 OK",
+    b"HTTP/1.1 200 O\x00K",
+]
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(
+    st.sampled_from(_STATUS_LINES),
+    st.lists(st.sampled_from(_PLAIN_LINES + _LINES), max_size=7),
+    st.sampled_from([b"\r\n"] * 6 + [b"\n"]),
+)
+def test_fast_response_parser_agrees_with_the_full_parser(
+    status: bytes, lines: list[bytes], eol: bytes
+) -> None:
+    head = eol.join([status, *lines]) + eol + b"\r\n"
+    fast = parse_plain_response_head(head, max_fields=6)
+    if fast is not None:
+        assert fast == parse_response_head(head, max_fields=6)
 
 
 _POLICIES = [
