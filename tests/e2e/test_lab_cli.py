@@ -91,3 +91,30 @@ def test_demo_in_kernel_mode_runs_a_seed_on_real_traffic() -> None:
     out = netstrata("demo", "--mode", "kernel", "--scenario", "seed-h-api-server-get-public")
     assert "through the kernel datapath" in out.stdout
     assert "dropped" in out.stdout and "MISMATCH" not in out.stdout
+
+
+def test_demo_by_default_sends_the_seeds_l7_scenarios_through_the_kernel_lab() -> None:
+    out = netstrata("demo", "--scenario", "seed-h-api-server-get-public",
+                    "--scenario", "seed-f-kafka-orders")
+    assert "through the kernel datapath and the node L7 proxy" in out.stdout
+    assert "MISMATCH" not in out.stdout and "skipped (" not in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines()]
+    verdicts = {(r[0], " ".join(r[3:6])): r[6] for r in rows if len(r) > 6 and r[3] == "kafka"}
+    assert verdicts[("order-processor", "kafka produce new-orders")] == "allowed"
+    assert verdicts[("order-processor", "kafka consume new-orders")] == "denied-l7"
+    http = {(r[0], r[3], r[4], r[2]): r[5] for r in rows if len(r) > 5 and r[3] in ("GET", "POST")}
+    assert http[("client", "GET", "/public", "80/http")] == "allowed"
+    assert http[("client", "GET", "/private", "80/http")] == "denied-l7"
+
+
+def test_demo_without_root_says_so_and_shows_the_reference_run() -> None:
+    # a real unprivileged user (nobody), not a patched euid
+    proc = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+         sys.executable, "-m", "netstrata.cli.main", "demo", "--scenario",
+         "seed-h-api-server-get-public"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "no kernel lab here (it needs root" in proc.stdout
+    assert "through the reference datapath" in proc.stdout
+    assert "denied-l7" in proc.stdout and "MISMATCH" not in proc.stdout

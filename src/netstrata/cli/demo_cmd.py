@@ -13,9 +13,11 @@ from netstrata.cli._output import table
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="run the seed scenarios and show what each layer decided")
     p.add_argument("--scenario", action="append", default=[], help="only these scenario names")
-    p.add_argument("--mode", choices=["reference", "kernel"], default="reference",
-                   help="reference: the pure-Python datapath (no root needed); kernel: real "
-                        "traffic through the eBPF datapath in a namespace lab (root)")
+    p.add_argument("--mode", choices=["auto", "reference", "kernel"], default="auto",
+                   help="kernel: real traffic (curl, dig, grpcio, aiokafka) through the eBPF "
+                        "datapath and the node L7 proxy in a namespace lab (root); reference: "
+                        "the pure-Python datapath (no root needed); auto (default): kernel where "
+                        "it can run, else reference, saying why")
     p.set_defaults(func=cmd_demo)
 
 
@@ -52,6 +54,44 @@ def _request(p: dict[str, Any]) -> str:
     return ""
 
 
+def kernel_lab_missing() -> str | None:
+    """Why a kernel lab cannot run here, or None: root, clang, libbpf, pyroute2 and bpffs."""
+    import ctypes.util
+    import importlib.util
+    import shutil
+
+    if os.geteuid() != 0:
+        return "it needs root: network namespaces, bpf(2), tc"
+    if shutil.which("clang") is None:
+        return "clang is not installed; the BPF programs are compiled at first use"
+    if ctypes.util.find_library("bpf") is None:
+        return "libbpf is not installed"
+    if importlib.util.find_spec("pyroute2") is None:
+        return "pyroute2 is not installed"
+    from netstrata.datapath.loader import ensure_bpffs
+    from netstrata.errors import DatapathError
+
+    try:
+        ensure_bpffs()
+    except DatapathError as exc:
+        return f"no bpffs: {exc}"
+    return None
+
+
+def _kernel_report(suite: str, scenarios: list[Any]) -> dict[str, Any] | None:
+    """The kernel lab's report, or None (after saying why) when the lab could not be built;
+    the lab removes what it made either way."""
+    from netstrata.errors import NetstrataError
+    from netstrata.lab.kernel_check import kernel_check_report
+
+    try:
+        return kernel_check_report(suite, scenarios, lab_name=f"demo-{os.getpid()}")
+    except (NetstrataError, OSError) as exc:
+        print(f"netstrata demo: the kernel lab failed ({exc}); "
+              "showing the reference datapath instead\n")
+        return None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from netstrata.lab.cases import load_case_file
     from netstrata.lab.reference_check import check_report
@@ -62,17 +102,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.scenario:
         scenarios = [s for s in scenarios if s.id in set(args.scenario)]
     mode = args.mode
-    if mode == "kernel" and os.geteuid() != 0:
-        print("netstrata demo: --mode kernel needs root (namespaces, bpf, tc); "
-              "showing the reference datapath instead\n")
-        mode = "reference"
-    print(f"netstrata demo: {len(scenarios)} seed scenarios through the {mode} datapath\n")
-    if mode == "kernel":
-        from netstrata.lab.kernel_check import kernel_check_report
-
-        report = kernel_check_report(suite, scenarios)
-    else:
-        report = check_report(suite, scenarios, mode=mode)
+    if mode != "reference":
+        missing = kernel_lab_missing()
+        if missing is not None:
+            print(f"netstrata demo: no kernel lab here ({missing}); "
+                  "showing the reference datapath instead\n")
+            mode = "reference"
+    report = None
+    if mode == "kernel" or mode == "auto":
+        print(f"netstrata demo: {len(scenarios)} seed scenarios on real traffic through the "
+              "kernel datapath and the node L7 proxy (curl, dig, grpcio, aiokafka)\n")
+        report = _kernel_report(suite, scenarios)
+    if report is None:
+        print(f"netstrata demo: {len(scenarios)} seed scenarios through the reference datapath\n")
+        report = check_report(suite, scenarios, mode="reference")
     for case in report["cases"]:
         print(f"== {case['id']}  [{case['status']}]" + (f"  {case['reason']}" if case.get("reason") else ""))
         rows = []
@@ -86,5 +129,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print()
     s = report["summary"]
     print(f"{s['passed']} scenarios as expected, {s['failed']} not, {s['skipped']} skipped "
-          f"({s['probes']} probes). Probes the mesh layer decides are marked '-' until it lands.")
+          f"({s['probes']} probes).")
+    if report["mode"] == "kernel":
+        print("Probes marked '-' pass through the mesh layer (mTLS, AuthorizationPolicy), which "
+              "the kernel lab does not run yet; `netstrata demo --mode reference` judges them.")
     return 0 if s["failed"] == 0 else 1

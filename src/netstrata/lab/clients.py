@@ -175,9 +175,12 @@ async def kafka_probe(netns: str, dst: str, port: int, role: str, topic: str) ->
     """A real aiokafka client doing `role` (`probe_tools.KAFKA_ROLES`: produce, consume,
     fetch, metadata, createtopics) on `topic`. TOPIC_AUTHORIZATION_FAILED (29) is `denied-l7`:
     the lab broker never refuses a topic, so that error is the node proxy's answer."""
-    argv = [sys.executable, "-m", "netstrata.lab.probe_tools", "--timeout", str(TIMEOUT_S * 2),
+    # 3 s per request: a Kafka client makes three or four round trips through the proxy
+    # before the one a probe is about (ApiVersions, Metadata, ...), and on a loaded machine
+    # a 2 s budget ran out before a CreateTopics the proxy discards was even sent
+    argv = [sys.executable, "-m", "netstrata.lab.probe_tools", "--timeout", str(TIMEOUT_S * 3),
             "kafka", dst, str(port), role, topic]
-    return _tool_outcome(await run_in_netns(netns, argv, TIMEOUT_S * 10), grpc=False)
+    return _tool_outcome(await run_in_netns(netns, argv, TIMEOUT_S * 15), grpc=False)
 
 
 NO_ANSWER: Final = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "KafkaConnectionError",

@@ -268,4 +268,7 @@ def outcome(traffic: Traffic, events: Mapping[str, list[FlowEvent]],
         for e, node in verdicts:
             if e.direction == wanted and rule is None:
                 rule = agents[node].rule_of(e.endpoint_id, e.cookie)
-    return ProbeOutcome(got, "l3l4", rule)
+    # a connection the kernel redirected was let through by the proxy's L7 rules (a denial
+    # would have been answered), so the proxy is the deciding layer, as in the reference run
+    redirected = any(e.verdict == Verdict.REDIRECTED for e, _ in verdicts)
+    return ProbeOutcome(got, "l7" if redirected else "l3l4", rule)
