@@ -100,6 +100,7 @@ class AgentDaemon:
         self.store = self.flows.store
         # the node's L7 proxy: the kernel redirects to its listeners (agent/proxy.py)
         self.proxy = NodeProxyRunner(self.agent, on_flow=self.flows.record)
+        self.flows.enricher.names_of = self.proxy.cache.names_of  # toFQDNs names on flows
         self.api = AgentAPI(self.flows, self.status)
         self.definition: LabDefinition | None = None
         self.last_sync: SyncResult | None = None

@@ -12,7 +12,7 @@ Knows nothing of sockets or the kernel: tables in, flows out.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from netstrata.lab.simulate import RESERVED_LABELS, ReferenceLab
@@ -48,6 +48,9 @@ class FlowEnricher:
     """Pod and identity lookups of one node's agent."""
 
     def __init__(self) -> None:
+        self.names_of: Callable[[str], list[str]] | None = None
+        """The DNS names the node's FQDN cache holds for an IP (`source_names`/
+        `destination_names`, as Hubble fills them from Cilium's DNS cache); None: no cache."""
         self._peers: dict[str, _Peer] = {}
         self._labels: dict[int, tuple[str, ...]] = {
             ident: tuple(f"reserved:{n}" for n in names) for ident, names in RESERVED_LABELS.items()
@@ -100,15 +103,19 @@ class FlowEnricher:
         if peer is not None:
             if not ep.namespace and peer.namespace:
                 changes["namespace"] = peer.namespace
-            if not ep.pod_name and peer.pod_name:
+            if peer.pod_name and ep.pod_name in ("", peer.pod_name):
                 changes["pod_name"] = peer.pod_name
                 changes["workloads"] = ep.workloads or (Workload(peer.workload, "Pod"),)
             if not ep.cluster_name and peer.pod_name:
                 changes["cluster_name"] = peer.cluster
         if not ep.id and ip in self._ids:
             changes["id"] = self._ids[ip]
-        if not ep.labels and ep.identity in self._labels:
-            changes["labels"] = self._labels[ep.identity]
+        known = self._labels.get(ep.identity)
+        # The identity's labels are the endpoint's (Hubble prints those); an emitter that knew
+        # only the pod's own labels (the proxy) gets the namespace, service account and
+        # cluster labels added. Labels that disagree with the identity are the emitter's.
+        if known is not None and set(ep.labels) < set(known):
+            changes["labels"] = known
         return dataclasses.replace(ep, **changes) if changes else ep  # type: ignore[arg-type]
 
     def enrich(self, flow: Flow, *, endpoint_id: int = 0, cookie: int = 0) -> Flow:
@@ -118,12 +125,22 @@ class FlowEnricher:
         if flow.ip is not None:
             changes["source"] = self.endpoint(flow.source, flow.ip.source)
             changes["destination"] = self.endpoint(flow.destination, flow.ip.destination)
+            if self.names_of is not None:
+                if not flow.source_names and (names := self._names(flow.ip.source)):
+                    changes["source_names"] = names
+                if not flow.destination_names and (names := self._names(flow.ip.destination)):
+                    changes["destination_names"] = names
         policy = self._policy(endpoint_id, cookie)
         if policy is not None:
             field = _policy_field(flow)
             if field is not None and not getattr(flow, field):
                 changes[field] = (policy,)
         return dataclasses.replace(flow, **changes) if changes else flow  # type: ignore[arg-type]
+
+    def _names(self, ip: str) -> tuple[str, ...]:
+        """Hubble's names: without the root dot (Cilium trims it from its DNS history's)."""
+        assert self.names_of is not None
+        return tuple(n.removesuffix(".") for n in self.names_of(ip))
 
     def _policy(self, endpoint_id: int, cookie: int) -> Policy | None:
         if not cookie or endpoint_id not in self._rules:
