@@ -21,7 +21,7 @@ def test_observe_stages_report_every_stage_with_its_target() -> None:
     assert any(n.startswith("whole path") for n in names)
     assert any(n.startswith("whole bulk path") for n in names)
     assert names[-1].startswith("reader: build")
-    assert all(s.events == 30 and s.rate > 0 for s in report.stages)
+    assert all(s.events >= 30 and s.rate > 0 for s in report.stages)
     assert report.rates == () and "end to end skipped" in report.notes[0]
     text = observe.render_text(report)
     assert "target >= 200k/s" in text and "Flow construction" in text
