@@ -30,7 +30,7 @@ from netstrata.api.istio import IstioObject
 from netstrata.mesh import MeshRequest, evaluate
 from netstrata.mesh.authz import GRPC_UNAUTHENTICATED
 from netstrata.mesh.tunnel import InboundConnection, pipe
-from netstrata.mesh.types import JwksFetcher, MeshConfig
+from netstrata.mesh.types import JwksFetcher, MeshConfig, MeshDecision
 from netstrata.policy.l7 import HTTPRequest
 from netstrata.policy.types import Direction, ResolvedPolicy
 from netstrata.proxy.layers.context import MeshAuthorize
@@ -51,6 +51,7 @@ def mesh_authorizer(
     source_ip: str,
     clock: Callable[[], float] = time.time,
     jwks_fetcher: JwksFetcher | None = None,
+    on_decision: OnDecision | None = None,
 ) -> MeshAuthorize:
     """The per-request decision of one admitted connection: None forwards, else the local
     reply Istio's proxy would make (403 `RBAC: access denied`, 401 for a rejected JWT)."""
@@ -78,6 +79,11 @@ def mesh_authorizer(
             now=clock(),
             jwks_fetcher=jwks_fetcher,
         )
+        if on_decision is not None:
+            request_id = next((v for k, v in request.headers if k.lower() == "x-request-id"),
+                              None)
+            on_decision(MeshDecisionRecord(source_ip, target, request.method, request.path,
+                                           conn.peer.principal, decision, request_id))
         if decision.allowed:
             return None
         log.info(
@@ -95,6 +101,25 @@ def mesh_authorizer(
         return status, (decision.body or "RBAC: access denied").encode()
 
     return authorize
+
+
+@dataclass(frozen=True, slots=True)
+class MeshDecisionRecord:
+    """One request the destination proxy's mesh authorization decided, as it saw it (for the
+    lab's report: which rule decided and which principal authorization was shown)."""
+
+    source_ip: str
+    target: tuple[str, int]
+    method: str
+    path: str
+    peer_principal: str | None
+    """The principal of the mTLS peer; None for plaintext or under PeerAuthentication DISABLE."""
+    decision: MeshDecision
+    request_id: str | None = None
+    """The request's `x-request-id` (Envoy's access-log key for one request), if it had one."""
+
+
+OnDecision = Callable[[MeshDecisionRecord], None]
 
 
 @dataclass(slots=True)
@@ -181,9 +206,12 @@ class MeshInbound:
         *,
         clock: Callable[[], float] = time.time,
         jwks_fetcher: JwksFetcher | None = None,
+        on_decision: OnDecision | None = None,
     ) -> None:
         self.proxy, self.source, self.objects, self.mesh = proxy, source, objects, mesh
         self.clock, self.jwks_fetcher = clock, jwks_fetcher
+        self.on_decision = on_decision
+        """Told every authorization decision (the lab reports them per probe)."""
         self.address: Address | None = None
         proxy.mesh_authorize = self._authorizer
         proxy.upstream_socket = self._delivery
@@ -225,6 +253,7 @@ class MeshInbound:
             source_ip=found.source_ip,
             clock=self.clock,
             jwks_fetcher=self.jwks_fetcher,
+            on_decision=self.on_decision,
         )
 
     async def handle(
@@ -273,4 +302,11 @@ class MeshInbound:
             hand_off.delivery = None
 
 
-__all__ = ["MESH_LISTENER", "MeshHandOffSource", "MeshInbound", "mesh_authorizer"]
+__all__ = [
+    "MESH_LISTENER",
+    "MeshDecisionRecord",
+    "MeshHandOffSource",
+    "MeshInbound",
+    "OnDecision",
+    "mesh_authorizer",
+]

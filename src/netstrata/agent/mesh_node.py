@@ -30,11 +30,12 @@ import contextlib
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
-from netstrata.agent.mesh import MeshHandOffSource, MeshInbound
+from netstrata.agent.mesh import MeshDecisionRecord, MeshHandOffSource, MeshInbound
 from netstrata.agent.proxy import LISTEN_ADDRESS, UPSTREAM_MARK, NodeProxyRunner
 from netstrata.agent.tasks import spawn
 from netstrata.api.istio import IstioObject
@@ -42,6 +43,7 @@ from netstrata.lab.simulate import ReferenceLab
 from netstrata.lab.topology import PlacedWorkload
 from netstrata.mesh.ca import CertificateAuthority, TrustBundle
 from netstrata.mesh.enrollment import spiffe_id_for
+from netstrata.mesh.peerauth import REFUSED_STRICT, PeerAuthDecision
 from netstrata.mesh.rotation import RotationPolicy, WorkloadCertificates
 from netstrata.mesh.spiffe import SpiffeId
 from netstrata.mesh.tls import MeshCredentials, run_rotation
@@ -53,7 +55,7 @@ from netstrata.mesh.tunnel import (
     TunnelClient,
     TunnelServer,
 )
-from netstrata.mesh.types import MeshConfig, Workload
+from netstrata.mesh.types import MeshConfig, MeshDecision, Workload
 from netstrata.policy.types import Direction
 from netstrata.proxy.server import NodeProxy
 
@@ -65,6 +67,8 @@ INBOUND_PORT: Final = 15006
 """Istio's inbound capture port: plaintext to a meshed destination."""
 TUNNEL_PORT: Final = 15008
 """HBONE's port: the node's mTLS tunnel listener, on the node's own address."""
+DECISIONS_KEPT: Final = 4096
+"""Authorization decisions a node keeps for `drain_decisions` (the lab drains per batch)."""
 DELIVERY_TIMEOUT_S: Final = 10.0
 """How long the destination waits for the workload's SYN-ACK: a kernel drop is silence, and
 the source's client gives up on its own clock first (as after a dropped SYN)."""
@@ -139,6 +143,8 @@ class NodeMesh:
         self.tunnel: TunnelServer | None = None
         self.outbound: OutboundListener | None = None
         self._rotation: asyncio.Task[None] | None = None
+        self.decisions: deque[MeshDecisionRecord] = deque(maxlen=DECISIONS_KEPT)
+        """The latest authorization decisions of this node's destination proxy."""
 
     # ------------------------------------------------------------------------------ view
 
@@ -202,6 +208,28 @@ class NodeMesh:
     def update(self, view: ReferenceLab) -> None:
         self.view = view
 
+    def authorization_now(self) -> float:
+        """The time authorization evaluates at (JWT validity): the view's fixed mesh time
+        when it has one (a case file's, so the lab judges tokens as the reference run
+        does), else the clock."""
+        mesh = self.view.mesh if self.view is not None else None
+        return mesh.now if mesh is not None and mesh.now else self.clock()
+
+    def drain_decisions(self) -> list[MeshDecisionRecord]:
+        """The decisions recorded since the last call, oldest first."""
+        found = list(self.decisions)
+        self.decisions.clear()
+        return found
+
+    def _refused(self, source_ip: str, target: tuple[str, int], decision: PeerAuthDecision
+                 ) -> None:
+        """A connection PeerAuthentication refused, recorded as the evaluator names it (a
+        reset: Istio answers nothing)."""
+        decided_by = REFUSED_STRICT if decision.mode == "STRICT" else f"mtls:{decision.source}"
+        self.decisions.append(MeshDecisionRecord(
+            source_ip, target, "", "", decision.peer.principal,
+            MeshDecision("tcp-reset", decided_by, explanation=(decision.reason,))))
+
     # ------------------------------------------------------------------------------ delivery
 
     async def deliver(self, target: tuple[str, int], source_ip: str) -> socket.socket | None:
@@ -242,14 +270,16 @@ class NodeMesh:
         # outbound: a destination node proxy of any cluster of the shared mesh
         client_credentials = MeshCredentials(self.certificates, every_root, self.clock)
         self.inbound = MeshInbound(self.proxy, self.proxy.source,  # type: ignore[arg-type]
-                                   self._objects, config, clock=self.clock)
+                                   self._objects, config, clock=self.authorization_now,
+                                   jwks_fetcher=view.mesh.jwks_fetcher if view.mesh else None,
+                                   on_decision=self.decisions.append)
         await self.inbound.start(LISTEN_ADDRESS[Direction.INGRESS], 0,
                                  upstream_mark=UPSTREAM_MARK[Direction.INGRESS])
         self.tunnel = TunnelServer(
             credentials=self.credentials,
             identity=SpiffeId(td, self.system_namespace, "node-proxy"),
             admission=PeerAuthenticationGate(self._objects, self.workload_at, config),
-            handler=self.inbound.handle, deliver=self.deliver)
+            handler=self.inbound.handle, deliver=self.deliver, on_refused=self._refused)
         await self.tunnel.start(sock=transparent_socket(self.factory, self.node_ip, TUNNEL_PORT))
         await self.tunnel.start_plaintext(sock=transparent_socket(
             self.factory, LISTEN_ADDRESS[Direction.INGRESS], INBOUND_PORT))

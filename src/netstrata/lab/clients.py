@@ -30,7 +30,7 @@ from typing import Final, Literal
 from netstrata.lab.servers import H2_PREFACE, H2_SETTINGS
 from netstrata.netns import netns_path, socket_in_netns
 
-Got = Literal["allowed", "dropped", "app-error", "denied-l7"]
+Got = Literal["allowed", "dropped", "app-error", "denied-l7", "denied-mesh"]
 
 TIMEOUT_S: Final = 1.0
 """How long a client waits for an answer before it calls the packet dropped. Lab round trips
@@ -163,7 +163,9 @@ async def grpc_call_probe(netns: str, dst: str, port: int, method: str) -> Outco
 
     OK is `allowed` (detail: what the guide's client prints); PERMISSION_DENIED (7) with the
     proxy's details `Access denied\r\n` is `denied-l7` (the node proxy's trailers-only reply,
-    `proxy/layers/_h2_streams.py`); any other status is `app-error` with `gRPC <NAME> (<code>)`;
+    `proxy/layers/_h2_streams.py`); the mesh proxy's PERMISSION_DENIED `RBAC: access denied` or
+    UNAUTHENTICATED for a rejected JWT is `denied-mesh` (`is_mesh_denial`); any other status is
+    `app-error` with `gRPC <NAME> (<code>)`;
     no answer at all (DEADLINE_EXCEEDED / UNAVAILABLE after a silent connect) is `dropped`.
     """
     argv = [sys.executable, "-m", "netstrata.lab.probe_tools", "--timeout", str(TIMEOUT_S * 2),
@@ -203,8 +205,11 @@ def _tool_outcome(result: tuple[int, str], *, grpc: bool) -> Outcome:
     if grpc:
         detail = str(got.get("detail", ""))
         denied = code == "PERMISSION_DENIED" and detail == L7_DENIED_BODY
-        return Outcome("denied-l7" if denied else "app-error",
-                       f"gRPC {code} ({got.get('value')}): {detail!r}")
+        verdict: Got = "denied-l7" if denied else "app-error"
+        if is_mesh_denial(403 if code == "PERMISSION_DENIED" else
+                          401 if code == "UNAUTHENTICATED" else 0, detail):
+            verdict = "denied-mesh"
+        return Outcome(verdict, f"gRPC {code} ({got.get('value')}): {detail!r}")
     if code == "TopicAuthorizationFailedError":
         return Outcome("denied-l7", f"Kafka {code}: {got.get('detail', '')}")
     return Outcome("app-error", f"Kafka {code}: {got.get('detail', '')}")
@@ -325,10 +330,28 @@ L7_DENIED_BODY: Final = "Access denied\r\n"
 """The body of the proxy's (and Cilium's Envoy's) 403 for a request the L7 rules deny."""
 
 
+MESH_DENIED_BODY: Final = "RBAC: access denied"
+"""The body (gRPC: the grpc-message) of the mesh proxy's 403, Istio's RBAC filter's."""
+MESH_JWT_ERRORS: Final = ("Jwt ", "Jwks ")
+"""How Istio's JWT filter starts the body of its 401 (`mesh/jwt.py` keeps its messages)."""
+
+
+def is_mesh_denial(status: int, body: str) -> bool:
+    """An answer only the mesh proxy makes: 403 `RBAC: access denied` (gRPC
+    PERMISSION_DENIED), or 401 with a JWT error (gRPC UNAUTHENTICATED). Cilium's proxy says
+    `Access denied` instead, and the lab's servers answer neither."""
+    if status == 403:
+        return body.rstrip("\r\n") == MESH_DENIED_BODY
+    return status == 401 and body.startswith(MESH_JWT_ERRORS)
+
+
 def http_got(status: int, body: str) -> Got:
-    """The verdict an HTTP answer means: 403 with the proxy's body is an L7 denial."""
+    """The verdict an HTTP answer means: 403 with the proxy's body is an L7 denial, the mesh
+    proxy's local replies (`is_mesh_denial`) a mesh denial."""
     if status == 403 and body == L7_DENIED_BODY:
         return "denied-l7"
+    if is_mesh_denial(status, body):
+        return "denied-mesh"
     return "allowed" if 0 < status < 400 else "app-error"
 
 

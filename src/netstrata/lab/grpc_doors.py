@@ -120,6 +120,8 @@ def _reply(method: str, request: dict[int, int | float | bytes]) -> dict[int, An
 
 def describe_reply(method: str, reply: bytes) -> str:
     """The line Cilium's guide client prints for a reply."""
+    if method not in METHODS:  # another service's method (`OtherServices`): its echo
+        return f"{len(reply)} bytes echoed"
     fields = decode_fields(reply)
     if method == "GetName":
         name = fields.get(1, b"")
@@ -152,6 +154,27 @@ def generic_handler() -> Any:
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
+def other_services_handler() -> Any:
+    """Answers every method of every service but the door manager with the request echoed.
+
+    A scenario's workload may name its own gRPC service (the seeds' `fraud.FraudDetectionService`
+    with CheckTransaction and UpdateRuleSet); the lab has no code of it, and what its probes are
+    about is who may call which method, so an OK reply stands for the real answer. Unknown
+    methods of `cloudcity.DoorManager` stay UNIMPLEMENTED, as in Cilium's guide."""
+    import grpc
+
+    def echo(request: bytes, context: Any) -> bytes:
+        return request
+
+    class OtherServices(grpc.GenericRpcHandler):  # type: ignore[misc]
+        def service(self, details: Any) -> Any:
+            if str(details.method).startswith(f"/{SERVICE}/"):
+                return None
+            return grpc.unary_unary_rpc_method_handler(echo)
+
+    return OtherServices()
+
+
 async def start_door_server(address: str) -> Any:
     """Start a `grpc.aio` server with the door manager on `address` (`unix:/path` or
     `host:port`); returns the started server (stop it with `await server.stop(grace)`).
@@ -166,7 +189,7 @@ async def start_door_server(address: str) -> Any:
     import grpc
 
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((generic_handler(),))
+    server.add_generic_rpc_handlers((generic_handler(), other_services_handler()))
     if server.add_insecure_port(address) == 0 and not address.startswith("unix:"):
         raise RuntimeError(f"gRPC server could not bind {address}")
     await server.start()
@@ -182,5 +205,6 @@ __all__ = [
     "encode_fields",
     "generic_handler",
     "method_path",
+    "other_services_handler",
     "start_door_server",
 ]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from netstrata.errors import ManifestError, PolicyConflictError
+from netstrata.lab import kernel_mesh
 from netstrata.lab.cases import Apply, Delete, Probe, Relabel, Scenario
 from netstrata.lab.kernel_l7 import L7_CLIENT_KINDS, proxy_denial
 from netstrata.lab.kernel_probes import Shot, Traffic, fire, outcome, plan_shot
@@ -146,10 +147,12 @@ class KernelCheck:
         shots = [plan_shot(runner, session.plan, p) for p in probes]
         session.drain_events()
         session.drain_l7_flows()
+        session.drain_mesh_decisions()
         traffic = await asyncio.gather(*(self._fire(session, s) for s in shots))
         await asyncio.sleep(0)  # events are written before the packet moves on; read them all
         events = session.drain_events()
         l7_flows = session.drain_l7_flows()
+        decisions = session.drain_mesh_decisions()
         records = []
         for shot, sent in zip(shots, traffic, strict=True):
             if sent is None:
@@ -157,6 +160,10 @@ class KernelCheck:
                 continue
             sent = _with_proxy_word(shot, sent, l7_flows)
             out = outcome(sent, events, session.agents)
+            if sent.flow is not None:
+                seen = kernel_mesh.observed(sent.flow[0], sent.flow[1], sent.flow[3],
+                                            shot.http, decisions)
+                out = kernel_mesh.explain(out, seen)
             status, reason = _judge(shot.probe, out)
             if status == "failed":
                 reason = f"{reason} ({sent.detail})"

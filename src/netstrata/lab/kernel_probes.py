@@ -4,8 +4,9 @@
 namespace and address, its destination (services resolve to the backend the reference run
 picks: probes target pod IPs until service load balancing exists, FORMAT.md), the client to
 use, and whether this build can run it at all. A probe whose path the reference run sends
-through the L7 proxy for a protocol it has no client for, that the mesh decides, or that
-is IPv6 is `skipped` with the reason, never judged. HTTP, gRPC, Kafka and DNS probes whose path
+through the L7 proxy for a protocol it has no client for, whose JWT cannot be minted, or
+that is IPv6 is `skipped` with the reason, never judged. Meshed paths run for real through the
+nodes' mesh listeners, with the probe's JWT in the request (`kernel_mesh.py`). HTTP, gRPC, Kafka and DNS probes whose path
 redirects go through the kernel's transparent redirect to each node's proxy (`agent/proxy.py`),
 as any other traffic (gRPC and Kafka with real grpcio and aiokafka clients, `kernel_l7.py`); a probe to a toFQDNs name first looks it up with dig through the same redirect
 (the DNS proxy programs the answer's IPs into the kernel before dig sees it), then connects
@@ -32,7 +33,7 @@ from netstrata.agent.node import NodeAgent
 from netstrata.datapath.drop_reasons import DropReason
 from netstrata.datapath.loader import packets
 from netstrata.datapath.maps import EventType, FlowEvent, Verdict
-from netstrata.lab import clients, kernel_l7
+from netstrata.lab import clients, kernel_l7, kernel_mesh
 from netstrata.lab.cases import SKIP_VERDICTS, Probe
 from netstrata.lab.kernel_session import LabSession
 from netstrata.lab.netlab import LabPlan, PodPlan
@@ -45,9 +46,6 @@ PROXY_SKIP: Final = ("needs the L7 proxy for a protocol the lab does not send th
                      "(HTTP/1.1, gRPC, Kafka and DNS probes go through the node proxy)")
 PROXIED_KINDS: Final = frozenset({"http", "dns", *kernel_l7.L7_CLIENT_KINDS})
 """Probe protocols sent through the kernel's redirect to the node proxy."""
-MESH_SKIP: Final = ("needs the mesh layer in the lab: the reference path is decided by, or "
-                    "passes through, the destination's mesh proxy (mTLS, AuthorizationPolicy), "
-                    "which the kernel lab does not run yet")
 Flow = tuple[str, str, int, int]
 """(source IP, destination IP, IANA protocol, destination port; 0 for ICMP)."""
 
@@ -89,8 +87,8 @@ def plan_shot(runner: ScenarioRunner, plan: LabPlan, probe: Probe) -> Shot:
         shot.skip = SKIP_VERDICTS[probe.expect]
         return shot
     shot.reference = runner.run_probe(probe)
-    if _needs_mesh(probe, shot.reference):
-        shot.skip = MESH_SKIP
+    shot.skip = runner.cannot_judge(probe, shot.reference)  # a JWT it could not mint
+    if shot.skip is not None:
         return shot
     src = runner._workload(probe.src)
     to = probe.to if isinstance(probe.to, dict) else {}
@@ -115,15 +113,9 @@ def plan_shot(runner: ScenarioRunner, plan: LabPlan, probe: Probe) -> Shot:
         shot.skip = f"{name or probe.to} does not resolve to an address in the lab"
         return shot
     _settle_kind(shot, plan, probe, name if "fqdn" in to else None)
+    if shot.kind in ("http", "https"):
+        kernel_mesh.prepare_http(runner, probe, shot.reference, shot.http)
     return shot
-
-
-def _needs_mesh(probe: Probe, reference: ProbeOutcome) -> bool:
-    """The lab sends no traffic through a mesh proxy, so it can neither reproduce a verdict
-    on a meshed path nor show the mesh facts (`expect.mesh`) a probe states."""
-    if (probe.raw.get("expect") or {}).get("mesh"):
-        return True
-    return reference.mesh is not None and reference.mesh.verdict != "not-applicable"
 
 
 def _settle_kind(shot: Shot, plan: LabPlan, probe: Probe, fqdn: str | None) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from netstrata.agent.flowhub import FlowHub
+from netstrata.agent.mesh import MeshDecisionRecord
 from netstrata.agent.mesh_node import MeshAuthority, NodeMesh, is_meshed_view
 from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
 from netstrata.agent.proxy import NodeProxyRunner
@@ -39,6 +40,7 @@ from netstrata.lab.reference_check import ScenarioRunner
 from netstrata.lab.servers import LabServers, ServerSpec, listens_for
 from netstrata.lab.simulate import ReferenceLab
 from netstrata.lab.topology import Topology
+from netstrata.mesh.rotation import RotationPolicy
 from netstrata.netns import ifindex, run_in_netns
 from netstrata.observe import Flow
 from netstrata.observe.store import Subscription
@@ -136,6 +138,8 @@ class LabSession:
     """Each node's mesh listeners (agent/mesh_node.py), started with the first meshed view;
     from then on the agents write the mesh-capture maps."""
     _mesh_state: tempfile.TemporaryDirectory[str] | None = None
+    mesh_rotation: RotationPolicy | None = None
+    """Workload certificate TTL and rotation of the lab's mesh (Istio's defaults if None)."""
     _ifindex: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -190,7 +194,7 @@ class LabSession:
         """The mesh listeners of every node (CAs in a state directory of this lab), then
         the capture maps: nothing is captured before a listener takes it."""
         self._mesh_state = tempfile.TemporaryDirectory(prefix=f"{self.plan.name}-mesh-")
-        authority = MeshAuthority(Path(self._mesh_state.name))
+        authority = MeshAuthority(Path(self._mesh_state.name), rotation=self.mesh_rotation)
         node_ips = self.plan.node_ips()
         for node in self.plan.nodes:
             mesh = NodeMesh(self.proxies[node.key], authority, node.ip, node_ips,
@@ -206,12 +210,17 @@ class LabSession:
         """The proxies' L7 flows recorded since the last call, every node's."""
         return [f for feed in self._l7_feeds.values() for f in feed.take_nowait().flows]
 
+    def drain_mesh_decisions(self) -> list[MeshDecisionRecord]:
+        """The destination proxies' mesh authorization decisions since the last call."""
+        return [d for mesh in self.meshes.values() for d in mesh.drain_decisions()]
+
     async def reset(self) -> None:
         """A clean slate for the next case: no conntrack entries, no pending events."""
         for agent in self.agents.values():
             await _blocking(agent.flush_conntrack)
         self.drain_events()
         self.drain_l7_flows()
+        self.drain_mesh_decisions()
 
     async def test_run(self, node_key: str, program: str, frame: bytes, host_if: str) -> int:
         """The tc verdict of `program` on the node for one crafted frame, as if it arrived

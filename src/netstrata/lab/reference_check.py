@@ -22,8 +22,9 @@ from netstrata.lab.cases import (
     as_located,
     clusters_for,
 )
-from netstrata.lab.simulate import MeshSettings, ProbeOutcome, ReferenceLab, Request
+from netstrata.lab.simulate import MeshSettings, ObservedMesh, ProbeOutcome, ReferenceLab, Request
 from netstrata.lab.topology import PlacedWorkload
+from netstrata.mesh.trace import MeshTrace
 from netstrata.policy.rules import Catalog
 from netstrata.policy.types import Proto
 
@@ -381,7 +382,7 @@ def _mesh_mismatch(probe: Probe, out: ProbeOutcome) -> str | None:
     status of a `denied-mesh` answer (`http.status`, `grpc.code`)."""
     exp = probe.raw.get("expect") or {}
     want = exp.get("mesh") or {}
-    trace = out.mesh
+    trace: ObservedMesh | MeshTrace | None = out.observed_mesh or out.mesh
     decision = trace.decision if trace else None
     if "decided_by" in want and (decision is None or decision.decided_by != want["decided_by"]):
         return f"mesh decided by {decision.decided_by if decision else None}, expected {want['decided_by']}"

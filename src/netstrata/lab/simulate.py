@@ -37,7 +37,7 @@ from netstrata.mesh.trace import (
     istio_port_protocol,
     trace_mesh,
 )
-from netstrata.mesh.types import JwksFetcher, MeshConfig, WorkloadPort
+from netstrata.mesh.types import JwksFetcher, MeshConfig, MeshDecision, WorkloadPort
 from netstrata.policy.rules import Catalog, InternalRule
 from netstrata.policy.types import Direction, Proto, ResolvedPolicy
 
@@ -88,6 +88,17 @@ class ProbeOutcome:
     """The L7 request as it reached the server (after proxy rewrites), when allowed."""
     mesh: MeshTrace | None = None
     """The mesh leg (stratum 3), when the lab has mesh settings and the connection got there."""
+    observed_mesh: ObservedMesh | None = None
+    """What a destination proxy of the kernel lab reported deciding (real traffic only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedMesh:
+    """The mesh facts of one real request, as the destination node proxy decided it: the
+    decision (deciding rule, local reply) and the principal authorization was shown."""
+
+    decision: MeshDecision
+    peer_principal: str | None
 
 
 @dataclass

@@ -84,6 +84,8 @@ Deliver = Callable[[Address, str], Awaitable[socket.socket | None]]
 InboundHandler = Callable[
     [InboundConnection, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 ]
+OnRefused = Callable[[str, Address, PeerAuthDecision], None]
+"""Told each connection PeerAuthentication refused: (source address, target, decision)."""
 
 
 class InboundAdmission(Protocol):
@@ -203,6 +205,7 @@ class TunnelServer:
         handler: InboundHandler = forward_to_target,
         clock: Clock | None = None,
         deliver: Deliver | None = None,
+        on_refused: OnRefused | None = None,
     ) -> None:
         """
         Args:
@@ -214,6 +217,7 @@ class TunnelServer:
             deliver: opens the connection to the workload before anything is answered (the
                 kernel lab: the destination's L3/L4 policy decides first, and a connection it
                 drops stays silent, as a dropped SYN does); None leaves it to the handler.
+            on_refused: told every connection PeerAuthentication refused (flow records).
         """
         self.credentials = credentials
         self.identity = identity
@@ -221,6 +225,7 @@ class TunnelServer:
         self.handler = handler
         self.clock = clock or credentials.clock
         self.deliver = deliver
+        self.on_refused = on_refused
         self._stats = TunnelStatistics()
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
@@ -325,6 +330,8 @@ class TunnelServer:
         workload, decision = self.admission.admit(target, peer)
         if not decision.accepted:
             self._stats.refused_policy += 1
+            if self.on_refused is not None:
+                self.on_refused(forwarded or source[0], target, decision)
             await self._refuse(writer, delivery, 403)
             return
         self._stats.accepted += 1
@@ -356,6 +363,8 @@ class TunnelServer:
         if not decision.accepted:
             # Istio resets a plaintext connection to a STRICT port: no reply, just a close
             self._stats.plaintext_refused += 1
+            if self.on_refused is not None:
+                self.on_refused(source[0], target, decision)
             await _close(writer)
             return
         delivery = None
@@ -519,6 +528,7 @@ __all__ = [
     "InboundConnection",
     "Deliver",
     "InboundHandler",
+    "OnRefused",
     "OutboundListener",
     "OutboundRoute",
     "PeerAuthenticationGate",

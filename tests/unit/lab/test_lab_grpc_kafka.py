@@ -56,6 +56,10 @@ async def _grpc_calls() -> None:
         assert access.response == "Successfully set AccessCode"
         unknown = await asyncio.to_thread(grpc_call, f"127.0.0.1:{port}", "OpenAllDoors")
         assert unknown.code == "UNIMPLEMENTED"
+        other = await asyncio.to_thread(
+            grpc_call, f"127.0.0.1:{port}", "/fraud.FraudDetectionService/CheckTransaction"
+        )
+        assert (other.code, other.response) == ("OK", "2 bytes echoed")
 
 
 def test_kafka_produce_then_fetch() -> None:

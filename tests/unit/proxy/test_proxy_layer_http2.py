@@ -196,6 +196,21 @@ def test_allowed_grpc_call_is_forwarded_unchanged_and_answered() -> None:
     assert p.layer.stream_count == 0
 
 
+def test_upstream_trailers_only_response_reaches_the_client_as_one_headers_frame() -> None:
+    p = Pair()
+    sid = p.request("POST", "/cloudcity.DoorManager/GetName", GRPC_HEADERS, b"\x00" * 5)
+    [req] = p.of(h2.events.RequestReceived, p.server_events)
+    status = [(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "12")]
+    p.server.send_headers(req.stream_id, status, end_stream=True)
+    p.flush_server()
+    [resp] = p.of(h2.events.ResponseReceived, p.client_events, sid)
+    assert headers_of(resp)[b"grpc-status"] == b"12"
+    assert resp.stream_ended is not None  # END_STREAM on the HEADERS frame itself
+    assert not p.of(h2.events.DataReceived, p.client_events, sid)
+    assert not p.of(h2.events.TrailersReceived, p.client_events, sid)
+    assert p.layer.stream_count == 0
+
+
 def test_denied_grpc_call_gets_trailers_only_permission_denied() -> None:
     p = Pair()
     sid = p.request("POST", "/cloudcity.DoorManager/SetAccessCode", GRPC_HEADERS, b"\x00" * 5)

@@ -523,7 +523,13 @@ class H2Layer:
         headers = list(ev.headers or [])
         status = next((int(v) for k, v in headers if k == b":status" and v.isdigit()), 0)
         s.response_started = True
-        self._client.send_headers(s.client_id, headers)
+        if ev.stream_ended is not None:
+            # a trailers-only response (gRPC's error form: one HEADERS frame with END_STREAM)
+            # must stay one frame; headers now and an empty END_STREAM DATA later is a
+            # response without trailers, which gRPC clients reject ("Stream removed")
+            s.to_client.trailers = headers
+        else:
+            self._client.send_headers(s.client_id, headers)
         out.append(Verdict(self._response_flow(s, status, FlowVerdict.FORWARDED, now)))
 
     def _on_response_data(self, ev: DataReceived, now: float, out: list[Command]) -> None:
