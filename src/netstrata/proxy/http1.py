@@ -199,6 +199,42 @@ class HTTP1Connection:
             raise LocalProtocolError("a request head can only be accepted between requests")
         self._their_transition(head)
 
+    def accept_whole_response(self, head: ResponseHead, wire: bytes, body: bytes) -> bool:
+        """Take a final response that arrived whole, parsed outside the core (the layer's fast
+        path): `wire` is its head as received, `body` exactly the bytes that followed it, none
+        of which were passed to `receive_data`. When its framing says the message is exactly
+        `head` + `body` (Content-Length of `len(body)`, or no body), the connection moves as if
+        `next_event()` had returned `head`, `Data(body)` and `EndOfMessage()`, and True is
+        returned; otherwise nothing changes (False) and the bytes go to `receive_data`.
+        """
+        method = self._method
+        if (
+            self.role != "client"
+            or self.their_state is not State.IDLE
+            or self._buf
+            or self._eof
+            or method is None
+            or method == "CONNECT"
+        ):
+            return False
+        try:
+            framing = response_framing(head, method)
+        except RemoteProtocolError:
+            return False  # the full path refuses it, with its usual hint
+        if not (
+            (framing.kind == "length" and framing.length == len(body))
+            or (framing.kind == "none" and not body)
+        ):
+            return False
+        self.last_head_wire = wire
+        # TRANSITIONS: IDLE -ResponseHead-> SEND_BODY -Data-> SEND_BODY -EndOfMessage-> DONE
+        self._keep_alive = self._keep_alive and head.keep_alive
+        self._upgrade_requested = False
+        self._reader = None
+        self.their_state = State.DONE
+        self._maybe_cycle()
+        return True
+
     def next_event(self) -> Event | Sentinel:
         """The next event, or NEED_DATA / PAUSED.
 
@@ -389,7 +425,11 @@ class HTTP1Connection:
                 event.method == "CONNECT" or event.header("upgrade") is not None
             )
             self._keep_alive = is_keep_alive(event.version, event.headers)
-            self._writer = _writer_for(_own_framing(event, event.method))
+            if wire is not None and not event.chunked:
+                # our parser framed these very bytes into the head's fields: no second pass
+                self._writer = LengthWriter(event.content_length or 0)
+            else:
+                self._writer = _writer_for(_own_framing(event, event.method))
             return out
         if isinstance(event, ResponseHead):
             # no method yet: an error reply to a request whose head could not be parsed

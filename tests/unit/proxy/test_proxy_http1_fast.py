@@ -29,7 +29,7 @@ from netstrata.proxy.http_path import (
     _run_pipeline,
     apply_path_policy,
 )
-from netstrata.proxy.layers.commands import SendToClient, SendToServer
+from netstrata.proxy.layers.commands import Close, SendToClient, SendToServer
 from netstrata.proxy.layers.context import LayerContext
 from netstrata.proxy.layers.events import ClientData, ServerData, ServerOpened, Start
 from netstrata.proxy.layers.http import HTTPLayer, strip_hop_by_hop_wire
@@ -251,3 +251,21 @@ def test_wire_stripping_gives_up_when_lines_and_fields_do_not_pair() -> None:
     wire = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
     assert strip_hop_by_hop_wire(wire, (("Connection", "close"),)) == b"HTTP/1.1 200 OK\r\n\r\n"
     assert strip_hop_by_hop_wire(wire, (("Connection", "close"), ("X", "1"))) is None
+
+
+def test_response_with_bytes_after_its_body_is_relayed_and_the_upstream_dropped() -> None:
+    lay = _layer()
+    lay.handle(ClientData(b"GET /x HTTP/1.1\r\nHost: api\r\n\r\n"), 1_001.0)
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    cmds = lay.handle(ServerData(response + b"HTTP/1.1 200 OK\r\n"), 1_001.0)
+    assert _sent(cmds, SendToClient) == response
+    assert Close("server") in cmds and Close("client") not in cmds
+
+
+def test_head_response_without_body_ends_the_exchange_and_the_connection_goes_on() -> None:
+    lay = _layer()
+    lay.handle(ClientData(b"HEAD /x HTTP/1.1\r\nHost: api\r\n\r\n"), 1_001.0)
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+    assert _sent(lay.handle(ServerData(response), 1_001.0), SendToClient) == response
+    request = b"GET /y HTTP/1.1\r\nHost: api\r\n\r\n"
+    assert _sent(lay.handle(ClientData(request), 1_002.0), SendToServer) == request

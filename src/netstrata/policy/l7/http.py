@@ -194,8 +194,10 @@ class CompiledHTTPRule:
                 out.append(action)
         return True, tuple(out)
 
-    def _route_matches(self, req: HTTPRequest, secrets: SecretResolver | None) -> bool:
-        if self.path is not None and not self.path.matches(req.path):
+    def _route_matches(
+        self, req: HTTPRequest, secrets: SecretResolver | None, path_known: bool = False
+    ) -> bool:
+        if self.path is not None and not path_known and not self.path.matches(req.path):
             return False
         if self.method is not None and not self.method.matches(req.method):
             return False
@@ -301,11 +303,13 @@ class CompiledHTTPRuleSet:
             return _walk(rules, 0, req, secrets, self._short_circuit)
         found = first_path(req.path)
         start = self._first_pathless
+        path_known = False
         if found is not None and self._path_owner[found] < start:
             start = self._path_owner[found]
+            path_known = True  # the set matched this rule's whole-path pattern already
         if start >= len(rules):
             return _DENIED
-        if rules[start]._route_matches(req, secrets):
+        if rules[start]._route_matches(req, secrets, path_known):
             return HTTPVerdict(True, start, ())
         return _walk(rules, start + 1, req, secrets, True)
 

@@ -43,7 +43,7 @@ from netstrata.observe.flow import Flow, L7FlowType
 from netstrata.observe.flow import Verdict as FlowVerdict
 from netstrata.policy.l7 import HTTPRequest
 from netstrata.policy.types import L7Policy, ResolvedPolicy
-from netstrata.proxy._http1_fast import parse_plain_request_head
+from netstrata.proxy._http1_fast import parse_plain_request_head, parse_plain_response_head
 from netstrata.proxy.errors import LocalProtocolError, RemoteProtocolError
 from netstrata.proxy.http1 import (
     DEFAULT_LIMITS,
@@ -257,8 +257,10 @@ class HTTPLayer:
         elif isinstance(event, ServerData | ServerEof):
             if self._upstream is not None and not self._server_eof_seen:
                 self._server_eof_seen = isinstance(event, ServerEof)
-                self._upstream.receive_data(event.data if isinstance(event, ServerData) else b"")
-                self._process_upstream(now, out)
+                if not (isinstance(event, ServerData) and self._fast_response(event.data, now, out)):
+                    self._upstream.receive_data(
+                        event.data if isinstance(event, ServerData) else b"")
+                    self._process_upstream(now, out)
                 if self._ex is None:
                     self._process_client(now, out)  # pipelined requests waiting their turn
         elif isinstance(event, ServerOpened):
@@ -523,6 +525,30 @@ class HTTPLayer:
                     out.append(SendToClient(self._client.send(event)))
             elif isinstance(event, EndOfMessage):
                 self._on_response_end(ex, event, now, out)
+
+    def _fast_response(self, data: bytes, now: float, out: list[Command]) -> bool:
+        """A whole plain response in one read (the usual small keep-alive answer): parsed in
+        one pass (`_http1_fast.py`) and handed to the upstream core whole, then relayed as the
+        event loop below would. False leaves `data` to the core and `_process_upstream`."""
+        ex, upstream = self._ex, self._upstream
+        if (ex is None or upstream is None or not ex.forward or not ex.request_done
+                or ex.response_started or upstream.buffered_bytes
+                or upstream.our_state is not State.DONE):
+            return False
+        end = data.find(b"\r\n\r\n") + 4
+        if end < 4 or end > self.settings.limits.max_head_bytes:
+            return False
+        wire = data[:end]
+        head = parse_plain_response_head(wire, max_fields=self.settings.limits.max_header_count)
+        body = data[end:]
+        if head is None or not upstream.accept_whole_response(head, wire, body):
+            return False
+        self._on_response_head(ex, head, now, out)
+        if body and not self._closed:
+            out.append(SendToClient(self._client.send(Data(body))))
+        if not self._closed:
+            self._on_response_end(ex, EndOfMessage(), now, out)
+        return True
 
     def _on_response_head(self, ex: _Exchange, head: ResponseHead, now: float,
                           out: list[Command]) -> None:
