@@ -149,6 +149,24 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
+async def _owned(
+    tasks: set[asyncio.Task[None]], run: Awaitable[None], writer: asyncio.StreamWriter
+) -> None:
+    """Run one connection's handler as a task `tasks` knows (so `close` can end it). A
+    cancelled connection ends here: asyncio's server would otherwise report the cancelled
+    handler task as an unhandled exception."""
+    task = asyncio.current_task()
+    if task is not None:
+        tasks.add(task)
+    try:
+        await run
+    except asyncio.CancelledError:
+        writer.transport.abort()
+    finally:
+        if task is not None:
+            tasks.discard(task)
+
+
 async def forward_to_target(
     conn: InboundConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
@@ -236,10 +254,14 @@ class TunnelServer:
     ) -> Address:
         """Listen for tunnels (mTLS) on host:port or a bound `sock`; returns the address."""
         ctx = self.credentials.server(self.identity)
+
+        async def on_tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await _owned(self._connections, self._on_tunnel(reader, writer), writer)
+
         if sock is not None:
-            server = await asyncio.start_server(self._on_tunnel, sock=sock, ssl=ctx)
+            server = await asyncio.start_server(on_tunnel, sock=sock, ssl=ctx)
         else:
-            server = await asyncio.start_server(self._on_tunnel, host, port, ssl=ctx)
+            server = await asyncio.start_server(on_tunnel, host, port, ssl=ctx)
         return self._keep(server)
 
     async def start_plaintext(
@@ -253,7 +275,8 @@ class TunnelServer:
         """Listen for captured plaintext connections (host:port or a bound `sock`)."""
 
         async def on_plaintext(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._on_plaintext(reader, writer, original_destination)
+            run = self._on_plaintext(reader, writer, original_destination)
+            await _owned(self._connections, run, writer)
 
         if sock is not None:
             return self._keep(await asyncio.start_server(on_plaintext, sock=sock))
@@ -475,21 +498,32 @@ class OutboundListener:
         self.client = client
         self.route = route
         self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
 
     async def start(
         self, host: str | None = None, port: int = 0, *, sock: socket.socket | None = None
     ) -> Address:
         """Listen on host:port or a bound `sock` (a transparent one, in the node's netns)."""
+
+        async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await _owned(self._connections, self._on_connection(reader, writer), writer)
+
         if sock is not None:
-            self._server = await asyncio.start_server(self._on_connection, sock=sock)
+            self._server = await asyncio.start_server(on_connection, sock=sock)
         else:
-            self._server = await asyncio.start_server(self._on_connection, host, port)
+            self._server = await asyncio.start_server(on_connection, host, port)
         bound = self._server.sockets[0].getsockname()[:2]
         return str(bound[0]), int(bound[1])
 
     async def close(self) -> None:
+        """Stop listening and end every connection still open."""
         if self._server is not None:
             self._server.close()
+        for task in self._connections:
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=2.0)
+        if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2.0):
                     await self._server.wait_closed()
