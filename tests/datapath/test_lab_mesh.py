@@ -16,6 +16,8 @@ POST /api/v1/process (RequestAuthentication with the acceptance suite's test key
    opened before the source's first certificate expired keeps working after it expired (the
    same tunnel: the destination accepted no new one), and a new channel afterwards works
    (its handshake presented a fresh certificate, checked at the destination's clock).
+3. `netstrata lab up` labs run the mesh too: each node's agent process starts its mesh
+   listeners with its first meshed view, the CAs kept in the lab's directory.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import json
 import secrets
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -184,3 +187,35 @@ async def _rotation() -> None:
         assert mesh.certificates.statistics().rotated >= 1
     finally:
         await session.close()
+
+
+def test_lab_up_runs_the_mesh_with_its_ca_in_the_lab_directory(
+    bpf_cache: None, tmp_path: Path
+) -> None:
+    from netstrata.lab.clients import http_probe
+    from netstrata.lab.control import lab_down, lab_up
+
+    case_file = tmp_path / "cases.yaml"
+    case_file.write_text(CASE)
+    name = f"msu{secrets.token_hex(2)}"
+    try:
+        state = lab_up(case_file, name=name, case="lab-mesh")
+        pods = {p.workload.rsplit("/", 1)[-1]: p for p in state.plan.pods}
+        server = pods["server"].ip
+
+        async def get(source: str) -> str:
+            netns = state.plan.netns_of(pods[source].ref)
+            # the agents start their mesh with their first sync: ask until one answers
+            for _ in range(20):
+                out = await http_probe(netns, server, 8080, path="/public/a")
+                if out.got != "dropped":
+                    return out.got
+                await asyncio.sleep(0.5)
+            return out.got
+
+        assert asyncio.run(get("client")) == "allowed"
+        assert asyncio.run(get("attacker")) == "denied-mesh"
+        assert asyncio.run(get("legacy")) == "app-error"  # STRICT: closed without an answer
+        assert (state.mesh_ca_dir / "cluster.local" / "ca-cert.pem").is_file()
+    finally:
+        lab_down(name)

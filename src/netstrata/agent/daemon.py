@@ -44,6 +44,7 @@ from typing import Any, Final
 from netstrata.agent.api import METRICS_PORT, AgentAPI
 from netstrata.agent.flowhub import ExportConfig, FlowHub
 from netstrata.agent.flows import monotonic_offset_ns
+from netstrata.agent.mesh_node import MeshAuthority, NodeMesh, is_meshed_view
 from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
 from netstrata.agent.proxy import NodeProxyRunner
 from netstrata.agent.sources import LabDefinition, load_definition, read_policies, resolve_view
@@ -54,6 +55,7 @@ from netstrata.lab.agent_config import AgentConfig, read_agent_config
 from netstrata.lab.clients import move_to_netns
 from netstrata.lab.labstate import LabState, write_json
 from netstrata.lab.netlab import LabError
+from netstrata.lab.simulate import ReferenceLab
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,8 @@ class AgentDaemon:
         self.proxy = NodeProxyRunner(self.agent, on_flow=self.flows.record)
         self.flows.enricher.names_of = self.proxy.cache.names_of  # toFQDNs names on flows
         self.api = AgentAPI(self.flows, self.status)
+        self.mesh: NodeMesh | None = None
+        """The node's mesh listeners, started with the first view that has a meshed workload."""
         self.definition: LabDefinition | None = None
         self.last_sync: SyncResult | None = None
         self.first_sync: SyncResult | None = None
@@ -131,6 +135,10 @@ class AgentDaemon:
             self._applied = seen  # don't retry until the files change again
             log.error("manifests rejected; the kernel keeps the previous policy:\n%s", exc)
             return False
+        if self.mesh is None and is_meshed_view(runner.lab):
+            await self._start_mesh(runner.lab)
+        if self.mesh is not None:
+            self.mesh.update(runner.lab)
         result = await asyncio.to_thread(self.agent.sync, runner.lab)
         self.proxy.update(runner.lab)
         self.config = config
@@ -142,6 +150,21 @@ class AgentDaemon:
         self.syncs += 1
         self.write_status()
         return True
+
+    async def _start_mesh(self, view: ReferenceLab) -> None:
+        """The node's mesh listeners (agent/mesh_node.py; CAs in the lab's directory, shared
+        with the other nodes' agents), then the capture maps: nothing is captured before a
+        listener takes it. Authorization runs on the clock (tokens of real clients)."""
+        mesh = NodeMesh(self.proxy, MeshAuthority(self.state.mesh_ca_dir), self.node.ip,
+                        self.state.plan.node_ips(), authorization_clock=time.time)
+        try:
+            await mesh.start(view)
+        except (OSError, ValueError) as exc:
+            await mesh.aclose()
+            log.error("mesh listeners did not start; meshed workloads stay uncaptured: %s", exc)
+            return
+        self.mesh = mesh
+        self.agent.mesh_capture = True
 
     def inputs(self) -> tuple[tuple[str, int, int], ...]:
         """What a reload reads: the manifests and the agent-wide settings file."""
@@ -238,6 +261,8 @@ class AgentDaemon:
             self._on_events()
             self.write_status()
             await self.api.close()
+            if self.mesh is not None:
+                await self.mesh.aclose()
             await self.proxy.aclose()
             self.flows.close()
             self.agent.close()  # programs and pins stay: `lab down` removes them

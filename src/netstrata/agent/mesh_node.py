@@ -125,7 +125,8 @@ class NodeMesh:
     def __init__(self, runner: NodeProxyRunner, authority: MeshAuthority, node_ip: str,
                  node_ips: Mapping[tuple[str, str], str], *,
                  factory: SocketFactory = socket.socket, system_namespace: str = "istio-system",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 authorization_clock: Callable[[], float] | None = None) -> None:
         self.runner = runner
         self.cluster = runner.agent.cluster
         self.authority = authority
@@ -134,6 +135,9 @@ class NodeMesh:
         self.factory = factory
         self.system_namespace = system_namespace
         self.clock = clock
+        self.authorization_clock = authorization_clock
+        """The time authorization evaluates at; None: the view's fixed mesh time (a case
+        file's, `authorization_now`)."""
         self.view: ReferenceLab | None = None
         self.certificates: WorkloadCertificates | None = None
         self.credentials: MeshCredentials | None = None
@@ -212,6 +216,8 @@ class NodeMesh:
         """The time authorization evaluates at (JWT validity): the view's fixed mesh time
         when it has one (a case file's, so the lab judges tokens as the reference run
         does), else the clock."""
+        if self.authorization_clock is not None:
+            return self.authorization_clock()
         mesh = self.view.mesh if self.view is not None else None
         return mesh.now if mesh is not None and mesh.now else self.clock()
 

@@ -85,6 +85,11 @@ class LabState:
         """Agent-wide settings every agent of the lab watches (`lab/agent_config.py`)."""
         return self.directory / "agent-config.json"
 
+    @property
+    def mesh_ca_dir(self) -> Path:
+        """The mesh's CAs, one directory per trust domain (shared by the node agents)."""
+        return self.directory / "mesh-ca"
+
     def flows_path(self, node_key: str) -> Path:
         return self.directory / "flows" / f"{node_file_name(node_key)}.jsonl"
 

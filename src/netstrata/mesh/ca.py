@@ -19,6 +19,7 @@ Time is passed in (`now`, Unix seconds) everywhere; only `load_or_create` touche
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ BACKDATE_S: Final = 60
 (Istio backdates by the same idea, `security/pkg/pki/ca`)."""
 CA_KEY_FILE: Final = "ca-key.pem"
 CA_CERT_FILE: Final = "ca-cert.pem"
+CA_LOCK_FILE: Final = ".lock"
+"""Held (flock) while a CA is loaded or created, so concurrent agents share one root."""
 
 
 def _utc(ts: float) -> datetime.datetime:
@@ -172,16 +175,25 @@ class CertificateAuthority:
         """
         directory = state_dir / check_trust_domain(trust_domain)
         key_path, cert_path = directory / CA_KEY_FILE, directory / CA_CERT_FILE
-        if key_path.exists() and cert_path.exists():
-            return cls._load(trust_domain, key_path, cert_path)
-        ca = cls.create(trust_domain, now=now)
         directory.mkdir(parents=True, exist_ok=True)
-        # the key file is created 0600 before a byte is written, so it is never world-readable
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(_key_pem(ca.private_key))
-        cert_path.write_bytes(_pem(ca.certificate))
-        return ca
+        # several agents (one process per node) may start at once: the first to hold the lock
+        # creates the root, the others load it (two roots for one trust domain would split
+        # the mesh)
+        lock = os.open(directory / CA_LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if key_path.exists() and cert_path.exists():
+                return cls._load(trust_domain, key_path, cert_path)
+            ca = cls.create(trust_domain, now=now)
+            # the key file is created 0600 before a byte is written, so it is never
+            # world-readable
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(_key_pem(ca.private_key))
+            cert_path.write_bytes(_pem(ca.certificate))
+            return ca
+        finally:
+            os.close(lock)  # releases the lock
 
     @classmethod
     def _load(cls, trust_domain: str, key_path: Path, cert_path: Path) -> CertificateAuthority:

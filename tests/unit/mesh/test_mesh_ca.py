@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import stat
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -87,6 +89,19 @@ def test_ca_persists_in_state_dir(tmp_path) -> None:
     # a certificate issued by the reloaded CA verifies against the first CA's bundle
     issued = again.issue(SLEEP, now=NOW)
     assert verify_workload_certificate(_der(issued.certificate), first.bundle(), now=NOW) == SLEEP
+
+
+def _root_pem(state_dir: str) -> bytes:
+    ca = CertificateAuthority.load_or_create(Path(state_dir), "cluster.local", now=NOW)
+    return ca.certificate.public_bytes(Encoding.PEM)
+
+
+def test_agents_starting_at_once_share_one_root(tmp_path) -> None:
+    # one process per node agent, as in a `lab up` lab: all must load the same root
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        roots = pool.map(_root_pem, [str(tmp_path)] * 8)
+    assert len(set(roots)) == 1
 
 
 def test_ca_load_refuses_root_of_another_trust_domain(tmp_path) -> None:
