@@ -1,7 +1,8 @@
-"""`netstrata lab check` on the scenarios suite: every probe that needs no L7 proxy (and no
-mesh, no DNS proxy, no IPv6) is sent as real traffic (curl, ping, DNS and socket clients)
-through a namespace lab with one agent per node, multi-node and multi-cluster included, and
-must agree with the reference run: verdict, and for a drop the side and the reason.
+"""`netstrata lab check` on the scenarios suite: every probe the lab can send (no IPv6) is sent
+as real traffic (curl, ping, dig, grpcio, aiokafka and socket clients) through a namespace lab
+with one agent per node, multi-node and multi-cluster included, through the node proxies and,
+on meshed paths, the mesh listeners (mTLS tunnel, AuthorizationPolicy, real JWTs), and must
+agree with the reference run: verdict, and for a drop the side and the reason.
 
 The rest must be reported `skipped` with the reason, never passed.
 """
@@ -20,7 +21,8 @@ from netstrata.lab.cases import load_case_file  # noqa: E402
 from netstrata.lab.kernel_check import kernel_check_report  # noqa: E402
 from netstrata.lab.reference_check import check_report  # noqa: E402
 
-SKIP_WORDS = ("L7 proxy", "DNS proxy", "mesh layer", "IPv4-only", "ICMP echo")
+SKIP_WORDS = ("L7 proxy", "DNS proxy", "JWT signing keys", "fixtures.jwt", "IPv4-only",
+              "ICMP echo")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def test_every_probe_without_proxy_agrees_with_the_reference(reports) -> None:  
             continue
         assert verdict(kp) == verdict(rp), (case, rp["id"], rp, kp)
         judged.add(kp["got"])
-    assert {"allowed", "dropped", "audited", "app-error"} <= judged
+    assert {"allowed", "dropped", "audited", "app-error", "denied-l7", "denied-mesh"} <= judged
 
 
 def test_multi_node_and_multi_cluster_probes_ran(reports) -> None:  # type: ignore[no-untyped-def]

@@ -100,7 +100,8 @@ class NodeProxyRunner:
     def __init__(self, agent: NodeAgent, *, netns: str | None = None,
                  on_flow: Callable[[Flow], object] | None = None,
                  program: Program | None = None, carry_learned: bool = True,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 learning_lock: asyncio.Lock | None = None) -> None:
         self.agent = agent
         self.on_flow = on_flow
         self.source = InMemoryPolicySource()
@@ -121,7 +122,10 @@ class NodeProxyRunner:
         self.view: ReferenceLab | None = None
         """The view of the last `update()`: what FQDN learning adds to."""
         self._prefixes: set[str] = set()
-        self._learning = asyncio.Lock()
+        # runners that share one view (the in-process lab: one per node, one view) must share
+        # this lock: else one finds IPs another runner put in the view "already programmed"
+        # and releases its answer while that runner's program(view) is still writing them
+        self._learning = learning_lock or asyncio.Lock()
         self._gc: asyncio.Task[None] | None = None
 
     def _record(self, flow: Flow) -> None:

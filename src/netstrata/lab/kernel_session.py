@@ -148,6 +148,7 @@ class LabSession:
         await _blocking(destroy_lab, plan.name)  # leftovers of a crashed run
         await _blocking(build_lab, plan)
         session = cls(plan)
+        learning = asyncio.Lock()  # the nodes' DNS learners share the view, so one lock
         try:
             for node in plan.nodes:
                 eps = [LocalEndpoint(p.ref, p.ips, p.host_if)
@@ -163,7 +164,7 @@ class LabSession:
                 session._l7_feeds[node.key] = hub.store.subscribe(L7_FEED)
                 proxy = session.proxies[node.key] = NodeProxyRunner(
                     agent, netns=node.netns, program=session.sync, carry_learned=False,
-                    on_flow=hub.record)
+                    on_flow=hub.record, learning_lock=learning)
                 await proxy.start()
         except BaseException:
             await session.close()
