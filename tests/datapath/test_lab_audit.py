@@ -88,10 +88,13 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 @pytest.fixture(scope="module")
 def lab(bpf_cache: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    from conftest import MISSING
+    # a module-scoped fixture runs before conftest's autouse skip; ask labkit directly
+    # (importing `conftest` by name finds whichever conftest.py pytest loaded last)
+    from labkit import kernel_lab_missing
 
-    if MISSING:
-        pytest.skip(MISSING)
+    missing = kernel_lab_missing()
+    if missing:
+        pytest.skip(missing)
     topo = tmp_path_factory.mktemp("audit-topology")
     (topo / "workloads.yaml").write_text(WORKLOADS)
     (topo / "policies.yaml").write_text(POLICIES)

@@ -68,10 +68,13 @@ RFC3339_NANOS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 
 @pytest.fixture(scope="module")
 def lab(bpf_cache: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    from conftest import MISSING
+    # a module-scoped fixture runs before conftest's autouse skip; ask labkit directly
+    # (importing `conftest` by name finds whichever conftest.py pytest loaded last)
+    from labkit import kernel_lab_missing
 
-    if MISSING:
-        pytest.skip(MISSING)
+    missing = kernel_lab_missing()
+    if missing:
+        pytest.skip(missing)
     topo = tmp_path_factory.mktemp("observe-topology")
     (topo / "workloads.yaml").write_text(WORKLOADS)
     (topo / "policy.yaml").write_text(POLICY)

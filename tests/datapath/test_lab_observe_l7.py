@@ -176,10 +176,13 @@ class Traffic:
 
 @pytest.fixture(scope="module")
 def lab(bpf_cache: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
-    from conftest import MISSING
+    # a module-scoped fixture runs before conftest's autouse skip; ask labkit directly
+    # (importing `conftest` by name finds whichever conftest.py pytest loaded last)
+    from labkit import kernel_lab_missing
 
-    if MISSING:
-        pytest.skip(MISSING)
+    missing = kernel_lab_missing()
+    if missing:
+        pytest.skip(missing)
     for tool in ("curl", "dig"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (the traffic comes from real clients)")
