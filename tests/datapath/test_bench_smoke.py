@@ -37,8 +37,15 @@ def test_datapath_bench_measures_every_lane_and_prints_ratios(bpf_cache: None) -
                 assert m is not None and m.errors == 0 and m.value > 0
                 assert report.ratio(lane, n, metric) is not None
     assert report.ratio("baseline", 50, "rr") == 1.0
+    # the kernel counted the eBPF lane's programs (and only that lane's): a run costs something,
+    # an RR transaction passes the programs on both veths at least twice (request and response)
+    for n in cfg.entries:
+        ebpf_rr, base_rr = report.get("ebpf", n, "rr"), report.get("baseline", n, "rr")
+        assert ebpf_rr is not None and base_rr is not None
+        assert 0 < ebpf_rr.prog_ns < 1_000_000 and ebpf_rr.prog_runs >= 2
+        assert base_rr.prog_ns == 0
     text = _render.datapath_text(report)
-    assert "xbase" in text and "eBPF RR ratio" in text
+    assert "xbase" in text and "eBPF RR ratio" in text and "prog ns/pkt" in text
     assert "| 50 | ebpf |" in _render.datapath_markdown(report)
     assert not list_netns(f"{dp_bench.fw.NETNS_PREFIX}{os.getpid():x}")
 

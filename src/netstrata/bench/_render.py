@@ -21,7 +21,7 @@ from netstrata.bench.churn import (
 from netstrata.bench.datapath import METRICS, DatapathReport, Measurement
 
 _COLUMNS = ("N", "lane", "RR/s", "xbase", "p50 us", "p99 us", "CRR/s", "xbase", "CRR p99 us",
-            "Gbit/s", "xbase", "CPU us/RR", "CPU us/CRR", "program s")
+            "Gbit/s", "xbase", "CPU us/RR", "CPU us/CRR", "prog ns/pkt", "pkt/RR", "program s")
 
 
 def _k(rate: float) -> str:
@@ -51,6 +51,8 @@ def _row(report: DatapathReport, lane: str, n: int) -> list[str] | None:
         f(crr, lambda m: f"{m.p99_us:.0f}"),
         f(st, lambda m: f"{m.gbit:.2f}"), _ratio(report.ratio(lane, n, "stream")),
         f(rr, lambda m: f"{m.cpu_us:.1f}"), f(crr, lambda m: f"{m.cpu_us:.0f}"),
+        f(rr, lambda m: f"{m.prog_ns:.0f}" if m.prog_ns else "-"),
+        f(rr, lambda m: f"{m.prog_runs:.1f}" if m.prog_runs else "-"),
         "-" if not prog else f"{prog:.2f}",
     ]
 

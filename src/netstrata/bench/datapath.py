@@ -36,6 +36,7 @@ from typing import Final, Literal
 from netstrata.bench import _iptables as fw
 from netstrata.bench._loadgen import ClientResult, Server, build, run_client
 from netstrata.datapath.kernel import KernelDatapath, default_pin_dir
+from netstrata.datapath.loader.bpfobject import enable_run_stats
 from netstrata.errors import NetstrataError
 from netstrata.netns import PodLink, cleanup, list_netns, setup_node, wire_pod
 from netstrata.policy.types import Direction, MapStateEntry, MapStateKey, ResolvedPolicy
@@ -113,6 +114,13 @@ class Measurement:
     runs: int
     foreign: float = 0.0
     """The largest share of the machine other processes took during a kept measurement."""
+    prog_ns: float = 0.0
+    """eBPF lane: kernel-measured ns per program run (every packet on either host veth, both
+    directions), run_time_ns / run_cnt over the kept measurements; immune to machine noise
+    except cache effects. 0 for other lanes."""
+    prog_runs: float = 0.0
+    """eBPF lane: program runs per transaction/connection (warm-up and measured window both
+    counted over the client's transactions at the measured rate, so approximate)."""
 
     @property
     def value(self) -> float:
@@ -197,6 +205,8 @@ class _Run:
     results: dict[tuple[str, int, str], list[ClientResult]] = field(default_factory=dict)
     """(lane, N, metric) -> one result per round, in round order."""
     foreign: dict[tuple[str, int, str], list[float]] = field(default_factory=dict)
+    prog: dict[tuple[str, int, str], list[tuple[int, int]]] = field(default_factory=dict)
+    """(lane, N, metric) -> (run_time_ns, run_cnt) of the lane's programs per kept round."""
     programming: dict[tuple[str, int], float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -384,13 +394,10 @@ def foreign_share(before: dict[tuple[int, int], int], after: dict[tuple[int, int
 def _measure_one(run: _Run, lane: _Lane, n: int, metric: Metric) -> None:
     """One measurement, redone (after waiting for quiet) while other processes took more than
     FOREIGN_LIMIT of the machine during it; the last attempt is kept either way."""
-    cfg = run.config
     port = SINK_PORT if metric == "stream" else ECHO_PORT
     for attempt in range(1, MAX_ATTEMPTS + 1):
         before, start = _user_tasks(), time.monotonic()
-        res = run_client(run.binary, metric, lane.client.pod_netns, str(SERVER_IP), port,
-                         seconds=cfg.duration, warmup=0.0 if metric == "stream" else cfg.warmup,
-                         cpu=cfg.client_cpu)
+        res, prog = _client_with_prog_stats(run, lane, metric, port)
         foreign = foreign_share(before, _user_tasks(), time.monotonic() - start)
         # Work other processes cause in the kernel (a neighbour's namespaces sending traffic)
         # shows in no process: a busy machine right after the measurement catches most of it.
@@ -402,6 +409,33 @@ def _measure_one(run: _Run, lane: _Lane, n: int, metric: Metric) -> None:
         _wait_quiet(run, f"N={n} {metric}", note=False)
     run.results.setdefault((lane.name, n, metric), []).append(res)
     run.foreign.setdefault((lane.name, n, metric), []).append(foreign)
+    if prog is not None:
+        run.prog.setdefault((lane.name, n, metric), []).append(prog)
+
+
+def _prog_totals(dp: KernelDatapath) -> tuple[int, int]:
+    stats = dp.program_run_stats().values()
+    return sum(t for t, _ in stats), sum(c for _, c in stats)
+
+
+def _client_with_prog_stats(run: _Run, lane: _Lane, metric: Metric,
+                            port: int) -> tuple[ClientResult, tuple[int, int] | None]:
+    """One client run; on the eBPF lane, with the kernel counting the programs' run time (on
+    only during this lane's runs, so the other lanes pay nothing for it)."""
+    cfg = run.config
+
+    def client() -> ClientResult:
+        return run_client(run.binary, metric, lane.client.pod_netns, str(SERVER_IP), port,
+                          seconds=cfg.duration, warmup=0.0 if metric == "stream" else cfg.warmup,
+                          cpu=cfg.client_cpu)
+
+    if lane.datapath is None:
+        return client(), None
+    with enable_run_stats():
+        ns0, cnt0 = _prog_totals(lane.datapath)
+        res = client()
+        ns1, cnt1 = _prog_totals(lane.datapath)
+    return res, (ns1 - ns0, cnt1 - cnt0)
 
 
 def _wait_quiet(run: _Run, what: str, *, note: bool = True) -> None:
@@ -455,7 +489,7 @@ def _per_op(r: ClientResult, cpu_us: float) -> float:
 
 
 def _aggregate(lane: str, n: int, metric: Metric, results: list[ClientResult],
-               foreign: list[float]) -> Measurement:
+               foreign: list[float], prog: list[tuple[int, int]], warmup: float) -> Measurement:
     values = [r.gbit if metric == "stream" else r.rate for r in results]
     mid = statistics.median(values)
 
@@ -472,7 +506,18 @@ def _aggregate(lane: str, n: int, metric: Metric, results: list[ClientResult],
         spread=(max(values) - min(values)) / mid if mid else 0.0,
         errors=sum(r.errors for r in results), runs=len(results),
         foreign=max(foreign, default=0.0),
+        **_prog_figures(metric, results, prog, warmup),
     )
+
+
+def _prog_figures(metric: Metric, results: list[ClientResult], prog: list[tuple[int, int]],
+                  warmup: float) -> dict[str, float]:
+    runs = sum(c for _, c in prog)
+    if not runs:
+        return {}
+    ops = sum(r.rate * (r.seconds + (0.0 if metric == "stream" else warmup)) for r in results)
+    return {"prog_ns": sum(t for t, _ in prog) / runs,
+            "prog_runs": runs / ops if metric != "stream" and ops else 0.0}
 
 
 def _host() -> str:
@@ -509,7 +554,8 @@ def run(config: DatapathBenchConfig, progress: Progress) -> DatapathReport:
             _measure_n(run_, n)
     finally:
         _teardown(run_)
-    measurements = tuple(_aggregate(lane, n, metric, res, run_.foreign[(lane, n, metric)])  # type: ignore[arg-type]
+    measurements = tuple(_aggregate(lane, n, metric, res, run_.foreign[(lane, n, metric)],  # type: ignore[arg-type]
+                                    run_.prog.get((lane, n, metric), []), config.warmup)
                          for (lane, n, metric), res in run_.results.items())
     ratios = {key: r for key in run_.results
               if (r := _round_ratio(run_, *key)) is not None}  # type: ignore[arg-type]

@@ -479,6 +479,10 @@ class KernelDatapath:
         """
         return self._obj.test_run(program, frame, ifindex=ifindex, repeat=repeat)
 
+    def program_run_stats(self) -> dict[str, tuple[int, int]]:
+        """Program name -> (run_time_ns, run_cnt), counted while `enable_run_stats()` is on."""
+        return {name: self._obj.run_stats(name) for name in self._obj.programs}
+
     def statistics(self) -> DatapathStatistics:
         return DatapathStatistics(
             endpoints=len(self._endpoints.keys()),

@@ -119,26 +119,36 @@ static __always_inline struct ct_entry *ct_find(struct ct_key *k, __u64 now)
 	return e;
 }
 
+/* Every packet of a connection comes through here, from both ends' CPUs (a reply is refreshed
+ * on the CPU of the side that sent it), so the entry's fields are stored only when they change:
+ * the expiry when it shortens or would move by more than CT_REFRESH_SLACK, which no lifetime
+ * here is short enough to notice, and the flags when a bit changes. */
+#define CT_REFRESH_SLACK NSEC_PER_SEC
 static __always_inline void ct_refresh(struct ct_entry *e, const struct pkt *p, __u64 now, int reply)
 {
-	__u64 lifetime = CT_LIFETIME_NONTCP;
+	__u64 lifetime = CT_LIFETIME_NONTCP, expires;
+	__u8 flags = e->flags;
 
 	if (reply)
-		e->flags |= NST_CT_SEEN_REPLY;
+		flags |= NST_CT_SEEN_REPLY;
 	if (p->proto == IPPROTO_TCP) {
 		if (!reply && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN &&
-		    (e->flags & NST_CT_CLOSING))
-			e->flags &= ~(NST_CT_CLOSING | NST_CT_SEEN_REPLY); /* the tuple is reused */
+		    (flags & NST_CT_CLOSING))
+			flags &= ~(NST_CT_CLOSING | NST_CT_SEEN_REPLY); /* the tuple is reused */
 		if (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
-			e->flags |= NST_CT_CLOSING;
-		if (e->flags & NST_CT_CLOSING)
+			flags |= NST_CT_CLOSING;
+		if (flags & NST_CT_CLOSING)
 			lifetime = CT_LIFETIME_CLOSE;
-		else if (e->flags & NST_CT_SEEN_REPLY)
+		else if (flags & NST_CT_SEEN_REPLY)
 			lifetime = CT_LIFETIME_TCP;
 		else
 			lifetime = CT_LIFETIME_SYN;
 	}
-	e->expires_ns = now + lifetime;
+	if (flags != e->flags)
+		e->flags = flags;
+	expires = now + lifetime;
+	if (expires < e->expires_ns || expires - e->expires_ns > CT_REFRESH_SLACK)
+		e->expires_ns = expires;
 	__sync_fetch_and_add(&e->packets, 1);
 	__sync_fetch_and_add(&e->bytes, p->len);
 }

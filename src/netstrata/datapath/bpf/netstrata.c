@@ -108,15 +108,29 @@ static __always_inline __u32 identity_of(__be32 ip_be)
 	return info ? info->identity : WORLD_IDENTITY;
 }
 
+/* The peer's identity and the decision's source and destination identities. */
+static __always_inline __u32 set_identities(const struct pkt *p, struct decision *d,
+					    __u32 ep_identity)
+{
+	__u32 peer = identity_of(d->direction == NST_DIR_EGRESS ? p->daddr_be : p->saddr_be);
+
+	d->src_identity = d->direction == NST_DIR_EGRESS ? ep_identity : peer;
+	d->dst_identity = d->direction == NST_DIR_EGRESS ? peer : ep_identity;
+	return peer;
+}
+
 /* REPLY and RELATED packets skip policy; the first reply and every related packet leave a trace
- * event so observe can show them without one record per packet. */
+ * event so observe can show them without one record per packet. The peer's identity is looked
+ * up only for that event: the other replies (half of all packets) need no ipcache lookup. */
 static __always_inline int pass_tracked(struct __sk_buff *skb, const struct pkt *p,
-					struct decision *d, struct ct_entry *ct, __u64 now)
+					struct decision *d, struct ct_entry *ct, __u64 now,
+					__u32 ep_identity)
 {
 	int first_reply = !(ct->flags & NST_CT_SEEN_REPLY);
 
 	ct_refresh(ct, p, now, d->ct_state == NST_CT_REPLY);
 	if (d->ct_state == NST_CT_RELATED || first_reply) {
+		set_identities(p, d, ep_identity);
 		d->verdict = NST_VERDICT_FORWARDED;
 		d->flags |= NST_EVENT_IS_REPLY;
 		emit(skb, p, d, NST_EVENT_TRACE,
@@ -204,10 +218,6 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 	ep_flags = ep->flags;
 	enforced_flag = direction == NST_DIR_EGRESS ? NST_EP_EGRESS_ENFORCED : NST_EP_INGRESS_ENFORCED;
 
-	peer = identity_of(direction == NST_DIR_EGRESS ? p.daddr_be : p.saddr_be);
-	d.src_identity = direction == NST_DIR_EGRESS ? ep_identity : peer;
-	d.dst_identity = direction == NST_DIR_EGRESS ? peer : ep_identity;
-
 	now = bpf_ktime_get_ns();
 	d.ct_state = p.fragment ? NST_CT_UNTRACKED : ct_lookup(&p, d.endpoint_id, direction, now, &ct);
 	if (ct && (d.ct_state == NST_CT_REPLY || d.ct_state == NST_CT_RELATED)) {
@@ -215,11 +225,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 direction)
 		if (direction == NST_DIR_EGRESS && d.ct_state == NST_CT_REPLY &&
 		    (ct->flags & NST_CT_PROXY_UPSTREAM)) {
 			reason = assign_to_proxy(skb, &p, 0, 0);
-			if (reason)
+			if (reason) {
+				set_identities(&p, &d, ep_identity);
 				return drop(skb, &p, &d, reason);
+			}
 		}
-		return pass_tracked(skb, &p, &d, ct, now);
+		return pass_tracked(skb, &p, &d, ct, now, ep_identity);
 	}
+	peer = set_identities(&p, &d, ep_identity);
 	if (direction == NST_DIR_INGRESS && d.ct_state == NST_CT_NEW && !ct_flags &&
 	    answers_proxy_socket(skb, &p))
 		return hairpin_to_proxy(skb, 0);

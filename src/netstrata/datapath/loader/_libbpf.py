@@ -126,6 +126,21 @@ class MapInfo(Structure):
     ]
 
 
+class ProgInfo(Structure):
+    """`struct bpf_prog_info` (uapi bpf.h) up to its run statistics; the fields before them are
+    read as opaque bytes (the kernel fills what it has and requires nothing of the rest)."""
+
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("_head", ctypes.c_uint8 * 184),
+        ("run_time_ns", ctypes.c_uint64),  # byte 192: total run time while stats are enabled
+        ("run_cnt", ctypes.c_uint64),
+        ("recursion_misses", ctypes.c_uint64),
+        ("_tail", ctypes.c_uint8 * 40),
+    ]
+
+
 PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 
@@ -174,6 +189,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_program__fd": (c_int, [c_void_p]),
         "bpf_obj_get": (c_int, [c_char_p]),
         "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)]),
+        "bpf_enable_stats": (c_int, [c_int]),
         "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, c_uint64]),
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),

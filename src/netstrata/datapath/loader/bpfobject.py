@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final, final
 
@@ -220,6 +222,16 @@ class BpfObject:
         _libbpf.check(ret, "BPF_PROG_TEST_RUN", obj=self.path.name, program=program)
         return int(opts.retval)
 
+    def run_stats(self, program: str) -> tuple[int, int]:
+        """(run_time_ns, run_cnt) of `program` since it was loaded, counted only while run-time
+        statistics are enabled (`enable_run_stats()` or sysctl kernel.bpf_stats_enabled)."""
+        info = _libbpf.ProgInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        _libbpf.check(self._lib.bpf_obj_get_info_by_fd(self.programs[program], ctypes.byref(info),
+                                                       ctypes.byref(size)),
+                      "program info", obj=self.path.name, program=program)
+        return int(info.run_time_ns), int(info.run_cnt)
+
     def close(self) -> None:
         """Closes the object's fds. Pinned maps and attached programs stay in the kernel."""
         for m in getattr(self, "maps", {}).values():
@@ -227,6 +239,21 @@ class BpfObject:
         if self._obj:
             self._lib.bpf_object__close(self._obj)
             self._obj = 0
+
+
+_BPF_STATS_RUN_TIME: Final = 0
+
+
+@contextmanager
+def enable_run_stats() -> Iterator[None]:
+    """Counts run time and runs of every BPF program while the block runs (BPF_ENABLE_STATS):
+    the kernel keeps counting for as long as the returned fd is open, so a crash cannot leave
+    the system-wide sysctl switched on. The counting itself costs two clock reads per run."""
+    fd = _libbpf.check(_libbpf.lib().bpf_enable_stats(_BPF_STATS_RUN_TIME), "enable run stats")
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 # `struct __sk_buff` (uapi linux/bpf.h): 192 bytes with `ifindex` at byte 40. BPF_PROG_TEST_RUN
