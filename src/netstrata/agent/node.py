@@ -10,6 +10,11 @@ Order of one sync, so no packet meets a half-applied state it could be wrongly a
 ipcache first (peers' new identities become known), then each local endpoint's policy
 entries, then its endpoint entry (identity and enforcement flags) and programs.
 
+Syncs of one agent are serialised (`NodeAgent._syncing`): a lab programs the IPs its DNS
+proxies learn from a thread of its own (`sync(view, maps_only=True)`, bpf(2) map writes only,
+so an answer the proxy holds never waits behind netlink work such as building another lab),
+while manifest changes sync from the netlink thread.
+
 The node's ipcache is the reference's `ipcache()` for this node written out as prefixes:
 every pod IP of every cluster -> its identity; node IPs -> host (1) for this node and
 remote-node (6) for the others; the cluster's kube-apiserver -> 7; CIDR identities of the
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -87,6 +93,10 @@ class NodeAgent:
         """Workload ref -> endpoint id, as of the last sync."""
         self._dp: KernelDatapath | None = None
         self._attached: set[str] = set()
+        self._ifindex: dict[str, int] = {}
+        """Workload ref -> its host-side veth's ifindex, kept from the attach (no netlink
+        round trip when only the endpoint's identity changes)."""
+        self._syncing = threading.Lock()
         self.mesh_capture = mesh_capture
         """Write the mesh-capture maps (meshed TCP goes to the node proxy's mesh listeners).
         Off until the node runs those listeners: with the maps written and no listener, meshed
@@ -142,8 +152,15 @@ class NodeAgent:
             out.update((ip, table) for ip in placed.ips if ":" not in ip)
         return out
 
-    def sync(self, view: ReferenceLab) -> SyncResult:
-        """Bring this node's maps to `view`; only differences are written."""
+    def sync(self, view: ReferenceLab, *, maps_only: bool = False) -> SyncResult:
+        """Bring this node's maps to `view`; only differences are written.
+
+        `maps_only` does no netlink (safe beside another thread's netlink work): endpoints not
+        attached yet are left to the next full sync, which attaches them."""
+        with self._syncing:
+            return self._sync(view, maps_only)
+
+    def _sync(self, view: ReferenceLab, maps_only: bool) -> SyncResult:
         dp = self.datapath
         want: dict[str | IPv4Network | IPv4Address, int] = {}
         want.update(self.ipcache_entries(view))
@@ -168,6 +185,8 @@ class NodeAgent:
             revision = max(revision, resolved.revision)
             flags = endpoint_flags(resolved.ingress_enforced, resolved.egress_enforced,
                                    resolved.audit)
+            if maps_only and ep.ref not in self._attached:
+                continue
             changed += self._ensure_endpoint(ep, resolved.endpoint_id, identity, int(flags), known)
         result = SyncResult(revision, len(self.endpoints), _sum(deltas), ipcache, changed)
         log.info("node %s/%s synced revision %d: policy +%d ~%d -%d, ipcache +%d ~%d -%d",
@@ -182,7 +201,7 @@ class NodeAgent:
         dp = self.datapath
         if ep.ref not in self._attached:
             dp.attach_endpoint(ep.host_if, endpoint_id, ep.ips[0], identity, flags)
-            index = ifindex(ep.host_if, self.netns)
+            index = self._ifindex[ep.ref] = ifindex(ep.host_if, self.netns)
             for extra in ep.ips[1:]:
                 dp.register_endpoint(extra, endpoint_id, identity, index, flags)
             self._attached.add(ep.ref)
@@ -191,7 +210,7 @@ class NodeAgent:
         info = known.get(IPv4Address(ep.ips[0]))
         if info is not None and info.identity == identity:
             return 0
-        index = ifindex(ep.host_if, self.netns)
+        index = self._ifindex[ep.ref]
         for ip in ep.ips:
             dp.register_endpoint(ip, endpoint_id, identity, index, flags)
         return 1
@@ -220,6 +239,7 @@ class NodeAgent:
 
     def teardown(self) -> None:
         """Detach every endpoint and remove the pins (lab down)."""
-        if self._dp is not None:
-            self._dp.teardown()
-            self._dp = None
+        with self._syncing:
+            if self._dp is not None:
+                self._dp.teardown()
+                self._dp = None

@@ -57,6 +57,13 @@ owner, a listening port seemingly taken). Serialising costs little: the waits th
 """
 
 
+_MAPS: Final = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lab-maps")
+"""The thread that writes learned FQDN IPs into the kernel (`LabSession.program_learned`):
+bpf(2) map writes only, no netlink, so it may run beside `_NETLINK`. A DNS answer is held
+until its IPs are written; queued behind the netlink thread, it waited for other lanes' labs
+to be built and torn down (up to 2 s on an idle machine, past dig's patience under load)."""
+
+
 async def _blocking(fn: Callable[..., T], *args: object) -> T:
     return await asyncio.get_running_loop().run_in_executor(_NETLINK, functools.partial(fn, *args))
 
@@ -163,7 +170,8 @@ class LabSession:
                 hub = session.hubs[node.key] = FlowHub(f"{node.cluster}/{node.name}")
                 session._l7_feeds[node.key] = hub.store.subscribe(L7_FEED)
                 proxy = session.proxies[node.key] = NodeProxyRunner(
-                    agent, netns=node.netns, program=session.sync, carry_learned=False,
+                    agent, netns=node.netns, program=session.program_learned,
+                    carry_learned=False,
                     on_flow=hub.record, learning_lock=learning)
                 await proxy.start()
         except BaseException:
@@ -187,6 +195,20 @@ class LabSession:
         for mesh in self.meshes.values():
             mesh.update(view)
         results = [await _blocking(agent.sync, view) for agent in self.agents.values()]
+        for proxy in self.proxies.values():
+            proxy.update(view)
+        return results
+
+    async def program_learned(self, view: ReferenceLab) -> list[SyncResult]:
+        """`sync` for FQDN IPs a DNS proxy learned (or that expired): the same view into every
+        node's maps, written from `_MAPS` (no netlink), so the answer the proxy holds meanwhile
+        never waits for another lab's netlink work."""
+        for mesh in self.meshes.values():
+            mesh.update(view)
+        loop = asyncio.get_running_loop()
+        results = [await loop.run_in_executor(_MAPS, functools.partial(agent.sync, view,
+                                                                       maps_only=True))
+                   for agent in self.agents.values()]
         for proxy in self.proxies.values():
             proxy.update(view)
         return results
