@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from netstrata.lab.probe_tools import KAFKA_BUDGET
 from netstrata.lab.servers import H2_PREFACE, H2_SETTINGS
 from netstrata.netns import netns_path, socket_in_netns
 
@@ -178,11 +179,14 @@ async def kafka_probe(netns: str, dst: str, port: int, role: str, topic: str) ->
     fetch, metadata, createtopics) on `topic`. TOPIC_AUTHORIZATION_FAILED (29) is `denied-l7`:
     the lab broker never refuses a topic, so that error is the node proxy's answer."""
     # 3 s per request: a Kafka client makes three or four round trips through the proxy
-    # before the one a probe is about (ApiVersions, Metadata, ...), and on a loaded machine
-    # a 2 s budget ran out before a CreateTopics the proxy discards was even sent
-    argv = [sys.executable, "-m", "netstrata.lab.probe_tools", "--timeout", str(TIMEOUT_S * 3),
+    # before the one a probe is about (ApiVersions, Metadata, ...). The whole run is bounded
+    # by `probe_tools.KAFKA_BUDGET` requests (twice, when a failed produce or consume asks
+    # Metadata why); the kill below is only for a tool that hangs past all of that
+    request_s = TIMEOUT_S * 3
+    argv = [sys.executable, "-m", "netstrata.lab.probe_tools", "--timeout", str(request_s),
             "kafka", dst, str(port), role, topic]
-    return _tool_outcome(await run_in_netns(netns, argv, TIMEOUT_S * 15), grpc=False)
+    limit_s = request_s * KAFKA_BUDGET * 2 + TIMEOUT_S * 5
+    return _tool_outcome(await run_in_netns(netns, argv, limit_s), grpc=False)
 
 
 NO_ANSWER: Final = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "KafkaConnectionError",
@@ -235,6 +239,10 @@ DNS_TIMEOUT_S: Final = 3.0
 """How long a DNS client waits for its answer: the DNS proxy holds an answer whose names
 toFQDNs selects until its IPs are in the kernel, which on a loaded machine can take longer
 than `TIMEOUT_S`."""
+DNS_LOOKUP_TIMEOUT_S: Final = 6.0
+"""How long the lookup in front of a probe's connection waits (`dns_probe(wait_s=...)`). The
+lookup is not what such a probe judges, and a held answer is released once its IPs are
+programmed, so only a lookup the kernel drops waits this long."""
 _DIG_STATUS: Final = re.compile(r"->>HEADER<<- opcode: \w+, status: (\w+)")
 _DIG_A: Final = re.compile(r"^\S+\s+\d+\s+IN\s+A\s+(\S+)$", re.MULTILINE)
 
@@ -246,17 +254,17 @@ def dns_got(rcode: str) -> Got:
 
 
 async def dns_probe(netns: str, server: str, port: int, qname: str, qtype: str = "A",
-                    transport: str = "UDP") -> Outcome:
+                    transport: str = "UDP", *, wait_s: float = DNS_TIMEOUT_S) -> Outcome:
     """A DNS query over UDP or TCP: dig where installed (a real client, one try), else
     dnspython's wire format on a socket. An answer means it got there; REFUSED is an L7
-    denial."""
+    denial. `wait_s`: how long to wait for the answer (whole seconds for dig)."""
     dig = tool("dig")
     if dig is not None:
-        argv = [dig, f"@{server}", "-p", str(port), "+tries=1", f"+time={int(DNS_TIMEOUT_S)}",
+        argv = [dig, f"@{server}", "-p", str(port), "+tries=1", f"+time={max(1, int(wait_s))}",
                 "+nocmd", "+noquestion", "+nostats", qname, qtype]
         if transport.upper() == "TCP":
             argv.append("+tcp")
-        rc, out = await run_in_netns(netns, argv, DNS_TIMEOUT_S * 2)
+        rc, out = await run_in_netns(netns, argv, wait_s * 2)
         status = _DIG_STATUS.search(out)
         if status is None:
             return Outcome("dropped", f"dig: no DNS answer (exit {rc})")
@@ -280,7 +288,7 @@ async def dns_probe(netns: str, server: str, port: int, qname: str, qtype: str =
         with sock:
             try:
                 await loop.sock_sendto(sock, wire, (server, port))
-                async with asyncio.timeout(DNS_TIMEOUT_S):
+                async with asyncio.timeout(wait_s):
                     reply = await loop.sock_recv(sock, 65536)
             except TimeoutError:
                 reply = None

@@ -163,7 +163,8 @@ async def fire(session: LabSession, shot: Shot) -> Traffic:
     dst = shot.dst_ip
     if shot.lookup is not None:
         server, name = shot.lookup
-        looked = await clients.dns_probe(shot.src_netns, server, 53, name)
+        looked = await clients.dns_probe(shot.src_netns, server, 53, name,
+                                         wait_s=clients.DNS_LOOKUP_TIMEOUT_S)
         if looked.got != "allowed":
             return Traffic(looked.got, f"DNS lookup of {name}: {looked.detail}",
                            _flow(shot, server, UDP, 53))

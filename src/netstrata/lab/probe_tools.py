@@ -29,9 +29,16 @@ import json
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final
 
 from netstrata.lab.grpc_doors import describe_reply, encode_fields, method_path
+
+KAFKA_BUDGET: Final = 4
+"""A Kafka probe's whole run is bounded by this many request timeouts. Each request is
+judged by its own timeout (no answer in time: nothing got through), but a client makes several
+answered round trips before the one a probe is about (ApiVersions, Metadata, the controller's
+connection for CreateTopics). On a loaded machine their sum outgrew a bound of two timeouts,
+and a CreateTopics the proxy discards was never sent: the verdict then depended on the load."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +81,7 @@ async def kafka_produce(
         bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
     )
     try:
-        async with asyncio.timeout(timeout_s * 2):
+        async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
             await producer.start()
             try:
                 meta = await producer.send_and_wait(topic, value)
@@ -107,7 +114,7 @@ async def kafka_consume(bootstrap: str, topic: str, timeout_s: float = 3.0) -> P
         request_timeout_ms=int(timeout_s * 1000),
     )
     try:
-        async with asyncio.timeout(timeout_s * 2):
+        async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
             await consumer.start()
             try:
                 tp = TopicPartition(topic, 0)
@@ -133,7 +140,7 @@ async def kafka_metadata(bootstrap: str, topic: str, timeout_s: float = 3.0) -> 
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
     try:
-        async with asyncio.timeout(timeout_s * 2):
+        async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
             await client.bootstrap()
             try:
                 node = client.get_random_node()
@@ -157,7 +164,7 @@ async def kafka_create_topic(bootstrap: str, topic: str, timeout_s: float = 3.0)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
                                 request_timeout_ms=int(timeout_s * 1000))
     try:
-        async with asyncio.timeout(timeout_s * 2):
+        async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
             await admin.start()
             try:
                 await admin.create_topics([NewTopic(topic, 1, 1)])
