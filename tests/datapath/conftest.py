@@ -7,9 +7,6 @@ namespaces and pin directory, with a random suffix, and removes them afterwards.
 
 from __future__ import annotations
 
-import ctypes.util
-import importlib.util
-import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -18,27 +15,9 @@ from typing import Any
 
 import pytest
 
+from netstrata.lab.preflight import kernel_lab_missing
 
-def _missing() -> str | None:
-    if os.geteuid() != 0:
-        return "kernel datapath tests need root (bpf(2), netns, tc)"
-    if shutil.which("clang") is None:
-        return "clang is not installed (the BPF programs are compiled at first use)"
-    if ctypes.util.find_library("bpf") is None:
-        return "libbpf is not installed (libbpf1 / libbpf-dev)"
-    if importlib.util.find_spec("pyroute2") is None:
-        return "pyroute2 is not installed (netlink for veths, routes and tc)"
-    from netstrata.datapath.loader import ensure_bpffs
-    from netstrata.errors import DatapathError
-
-    try:
-        ensure_bpffs()
-    except DatapathError as exc:
-        return f"no bpffs: {exc}"
-    return None
-
-
-MISSING = _missing()
+MISSING = kernel_lab_missing()
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from netstrata.lab.preflight import kernel_lab_missing  # noqa: F401  (re-exported for tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,25 +41,4 @@ def verdict(p: dict[str, Any]) -> tuple[Any, ...]:
     return (p["got"], p.get("direction"), p.get("drop_reason"))
 
 
-def kernel_lab_missing() -> str | None:
-    """Why a kernel lab cannot run here (for tests outside tests/datapath), or None."""
-    import ctypes.util
-    import importlib.util
-    import shutil
 
-    if os.geteuid() != 0:
-        return "a kernel lab needs root (network namespaces, bpf(2), tc)"
-    if shutil.which("clang") is None:
-        return "clang is not installed (the BPF programs are compiled at first use)"
-    if ctypes.util.find_library("bpf") is None:
-        return "libbpf is not installed (libbpf1 / libbpf-dev)"
-    if importlib.util.find_spec("pyroute2") is None:
-        return "pyroute2 is not installed (netlink for veths, routes and tc)"
-    from netstrata.datapath.loader import ensure_bpffs
-    from netstrata.errors import DatapathError
-
-    try:
-        ensure_bpffs()
-    except DatapathError as exc:
-        return f"no bpffs: {exc}"
-    return None

@@ -8,6 +8,7 @@ from importlib import resources
 from typing import Any
 
 from netstrata.cli._output import table
+from netstrata.lab.preflight import kernel_lab_missing
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -54,28 +55,7 @@ def _request(p: dict[str, Any]) -> str:
     return ""
 
 
-def kernel_lab_missing() -> str | None:
-    """Why a kernel lab cannot run here, or None: root, clang, libbpf, pyroute2 and bpffs."""
-    import ctypes.util
-    import importlib.util
-    import shutil
 
-    if os.geteuid() != 0:
-        return "it needs root: network namespaces, bpf(2), tc"
-    if shutil.which("clang") is None:
-        return "clang is not installed; the BPF programs are compiled at first use"
-    if ctypes.util.find_library("bpf") is None:
-        return "libbpf is not installed"
-    if importlib.util.find_spec("pyroute2") is None:
-        return "pyroute2 is not installed"
-    from netstrata.datapath.loader import ensure_bpffs
-    from netstrata.errors import DatapathError
-
-    try:
-        ensure_bpffs()
-    except DatapathError as exc:
-        return f"no bpffs: {exc}"
-    return None
 
 
 def _kernel_report(suite: str, scenarios: list[Any]) -> dict[str, Any] | None:
