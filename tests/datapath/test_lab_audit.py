@@ -36,8 +36,9 @@ import pytest
 
 pytest.importorskip("pyroute2", reason="pyroute2 is needed for namespaces and tc")
 
+from labkit import running_lab  # noqa: E402
+
 from netstrata.cli.main import main  # noqa: E402
-from netstrata.lab.control import lab_down, lab_up  # noqa: E402
 from netstrata.lab.labstate import LabState, read_json  # noqa: E402
 from netstrata.netns import socket_in_netns  # noqa: E402
 
@@ -88,21 +89,9 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 @pytest.fixture(scope="module")
 def lab(bpf_cache: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    # a module-scoped fixture runs before conftest's autouse skip; ask labkit directly
-    # (importing `conftest` by name finds whichever conftest.py pytest loaded last)
-    from labkit import kernel_lab_missing
-
-    missing = kernel_lab_missing()
-    if missing:
-        pytest.skip(missing)
-    topo = tmp_path_factory.mktemp("audit-topology")
-    (topo / "workloads.yaml").write_text(WORKLOADS)
-    (topo / "policies.yaml").write_text(POLICIES)
-    name = f"aud{secrets.token_hex(3)}"
-    try:
-        yield lab_up(topo, name=name)
-    finally:
-        lab_down(name)
+    files = {"workloads.yaml": WORKLOADS, "policies.yaml": POLICIES}
+    with running_lab(tmp_path_factory.mktemp("audit-topology"), files, "aud") as state:
+        yield state
 
 
 def ip_of(state: LabState, pod: str) -> str:

@@ -16,7 +16,6 @@ import contextlib
 import io
 import json
 import re
-import secrets
 import subprocess
 import sys
 import time
@@ -29,60 +28,23 @@ import pytest
 
 pytest.importorskip("pyroute2", reason="pyroute2 is needed for namespaces and tc")
 
+from labkit import SERVER_ADMITS_CLIENT, SERVER_CLIENT_OTHER, running_lab  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from netstrata.cli.main import main  # noqa: E402
-from netstrata.lab.control import lab_down, lab_up  # noqa: E402
 from netstrata.lab.labstate import LabState  # noqa: E402
 from netstrata.netns import socket_in_netns  # noqa: E402
 from netstrata.observe.store import read_flow_log  # noqa: E402
 
 NODE = "default/node-1"
-WORKLOADS = """
-apiVersion: netstrata.io/v1alpha1
-kind: Workload
-metadata: {name: server, namespace: default, labels: {app: server}}
-spec: {node: node-1, ports: [{port: 8080, protocol: TCP, name: http}]}
----
-apiVersion: netstrata.io/v1alpha1
-kind: Workload
-metadata: {name: client, namespace: default, labels: {app: client}}
-spec: {node: node-1}
----
-apiVersion: netstrata.io/v1alpha1
-kind: Workload
-metadata: {name: other, namespace: default, labels: {app: other}}
-spec: {node: node-1}
-"""
-POLICY = """apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: server-ingress, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: server}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts: [{ports: [{port: '8080', protocol: TCP}]}]
-"""
 RFC3339_NANOS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 
 
 @pytest.fixture(scope="module")
 def lab(bpf_cache: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
-    # a module-scoped fixture runs before conftest's autouse skip; ask labkit directly
-    # (importing `conftest` by name finds whichever conftest.py pytest loaded last)
-    from labkit import kernel_lab_missing
-
-    missing = kernel_lab_missing()
-    if missing:
-        pytest.skip(missing)
-    topo = tmp_path_factory.mktemp("observe-topology")
-    (topo / "workloads.yaml").write_text(WORKLOADS)
-    (topo / "policy.yaml").write_text(POLICY)
-    name = f"obs{secrets.token_hex(3)}"
-    try:
-        yield lab_up(topo, name=name)
-    finally:
-        lab_down(name)
+    files = {"workloads.yaml": SERVER_CLIENT_OTHER, "policy.yaml": SERVER_ADMITS_CLIENT}
+    with running_lab(tmp_path_factory.mktemp("observe-topology"), files, "obs") as state:
+        yield state
 
 
 def ip_of(state: LabState, pod: str) -> str:

@@ -9,62 +9,27 @@ table by verdict must change its rows.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from browserkit import edges, headless_chromium, rows, set_filter, ui_process, wait_for
-from labkit import kernel_lab_missing
+from labkit import SERVER_ADMITS_CLIENT, SERVER_CLIENT_OTHER, kernel_lab_missing, running_lab
 
 LAB_MISSING = kernel_lab_missing()
 pytestmark = pytest.mark.skipif(bool(LAB_MISSING), reason=LAB_MISSING or "")
 
-WORKLOADS = """
-apiVersion: v1
-kind: Namespace
-metadata: {name: default}
----
-apiVersion: netstrata.io/v1alpha1
-kind: Workload
-metadata: {name: server, namespace: default, labels: {app: server}}
-spec: {node: node-1, ports: [{port: 8080, protocol: TCP, name: http}]}
----
-apiVersion: netstrata.io/v1alpha1
-kind: Workload
-metadata: {name: client, namespace: default, labels: {app: client}}
-spec: {node: node-1}
----
-apiVersion: netstrata.io/v1alpha1
-kind: Workload
-metadata: {name: other, namespace: default, labels: {app: other}}
-spec: {node: node-1}
-"""
-POLICY = """apiVersion: cilium.io/v2
-kind: CiliumNetworkPolicy
-metadata: {name: server-ingress, namespace: default}
-spec:
-  endpointSelector: {matchLabels: {app: server}}
-  ingress:
-  - fromEndpoints: [{matchLabels: {app: client}}]
-    toPorts: [{ports: [{port: '8080', protocol: TCP}]}]
-"""
+WORKLOADS = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---" + SERVER_CLIENT_OTHER
 
 
 @pytest.fixture
 def lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    from netstrata.lab.control import lab_down, lab_up
-
     monkeypatch.setenv("NETSTRATA_CACHE_DIR", str(tmp_path / "bpfcache"))
     topo = tmp_path / "topology"
     topo.mkdir()
-    (topo / "workloads.yaml").write_text(WORKLOADS)
-    (topo / "policy.yaml").write_text(POLICY)
-    name = f"ui{secrets.token_hex(3)}"
-    try:
-        yield lab_up(topo, name=name)
-    finally:
-        lab_down(name)
+    files = {"workloads.yaml": WORKLOADS, "policy.yaml": SERVER_ADMITS_CLIENT}
+    with running_lab(topo, files, "ui") as state:
+        yield state
 
 
 def _connects(state: object, pod: str) -> bool:
