@@ -110,8 +110,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     s = report["summary"]
     print(f"{s['passed']} scenarios as expected, {s['failed']} not, {s['skipped']} skipped "
           f"({s['probes']} probes).")
-    if report["mode"] == "kernel" and any(p["status"] == "skipped" for c in report["cases"]
-                                          for p in c["probes"]):
-        print("Probes marked '-' pass through the mesh layer (mTLS, AuthorizationPolicy), which "
-              "the kernel lab does not run yet; `netstrata demo --mode reference` judges them.")
+    reasons = sorted({str(p.get("reason") or p.get("detail") or "no reason given")
+                      for c in report["cases"] for p in c["probes"] if p["status"] == "skipped"})
+    for reason in reasons:
+        print(f"Probes marked '-' were skipped: {reason}")
     return 0 if s["failed"] == 0 else 1
