@@ -29,7 +29,6 @@ from datapathkit import echo_server as server  # noqa: E402
 from netstrata.datapath.kernel import Delta, KernelDatapath, policy_change  # noqa: E402
 from netstrata.datapath.loader import BpfMap  # noqa: E402
 from netstrata.datapath.loader import packets as pk  # noqa: E402
-from netstrata.datapath.maps import POLICY_KEY  # noqa: E402
 from netstrata.errors import DatapathError  # noqa: E402
 from netstrata.netns import create_netns, delete_netns, in_netns, list_bpf  # noqa: E402
 from netstrata.policy.types import Direction, MapStateEntry, MapStateKey  # noqa: E402
@@ -86,33 +85,37 @@ def test_a_restarted_datapath_diffs_against_the_kernel(dp, pin_dir: Path) -> Non
 
 
 def test_make_before_break_updates_before_deletes(dp, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Upserts to both policy maps (exact hash, trie) come before any removal from either."""
     kernel, _ = dp
-    calls: list[tuple[str, list[object]]] = []
+    calls: list[tuple[str, str, list[object]]] = []
     real_update, real_delete = BpfMap.update_raw, BpfMap.delete_raw
 
-    def decoded(raw: bytes) -> list[object]:
-        size = POLICY_KEY.size
-        return [POLICY_KEY.decode(raw[i:i + size]) for i in range(0, len(raw), size)]
+    def decoded(bpf_map: BpfMap, raw: bytes) -> list[object]:  # type: ignore[type-arg]
+        size = bpf_map.key.size
+        return [bpf_map.key.decode(raw[i:i + size]) for i in range(0, len(raw), size)]
 
     def update_raw(self: BpfMap, keys: bytes, values: bytes):  # type: ignore[no-untyped-def]
-        calls.append(("update", decoded(keys)))
+        calls.append(("update", self.name, decoded(self, keys)))
         return real_update(self, keys, values)
 
     def delete_raw(self: BpfMap, keys: bytes):  # type: ignore[no-untyped-def]
-        calls.append(("delete", decoded(keys)))
+        calls.append(("delete", self.name, decoded(self, keys)))
         return real_delete(self, keys)
 
     kernel.apply_policy(resolved(EP_A, ID_A, {_key(ID_B, 80): MapStateEntry(cookie=1),
-                                              _key(ID_B, 81): MapStateEntry(cookie=2)}))
+                                              _key(ID_B, 81): MapStateEntry(cookie=2),
+                                              _key(ID_B, 96, 11): MapStateEntry(cookie=4)}))
     monkeypatch.setattr(BpfMap, "update_raw", update_raw)
     monkeypatch.setattr(BpfMap, "delete_raw", delete_raw)
     kernel.apply_policy(resolved(EP_A, ID_A, {_key(ID_B, 80): MapStateEntry(cookie=7),
                                               _key(ID_B, 64, 10): MapStateEntry(cookie=3)}))
-    kinds = [kind for kind, keys in calls if keys]
-    assert kinds == ["update", "delete"]
-    updated = {k.dport_be for k in calls[0][1]}  # type: ignore[attr-defined]
-    deleted = {k.dport_be for k in calls[-1][1]}  # type: ignore[attr-defined]
-    assert updated == {80, 64} and deleted == {81}
+    kinds = [(kind, name) for kind, name, keys in calls if keys]
+    assert kinds == [("update", "nst_policy_exact"), ("update", "nst_policy"),
+                     ("delete", "nst_policy_exact"), ("delete", "nst_policy")]
+    ports = {(kind, name): {k.dport_be for k in keys}  # type: ignore[attr-defined]
+             for kind, name, keys in calls}
+    assert ports == {("update", "nst_policy_exact"): {80}, ("update", "nst_policy"): {64},
+                     ("delete", "nst_policy_exact"): {81}, ("delete", "nst_policy"): {96}}
 
 
 def test_apply_change_writes_only_the_delta_whatever_the_policy_size(  # type: ignore[no-untyped-def]
@@ -127,7 +130,7 @@ def test_apply_change_writes_only_the_delta_whatever_the_policy_size(  # type: i
     real_update = BpfMap.update_raw
 
     def update_raw(self: BpfMap, keys: bytes, values: bytes):  # type: ignore[no-untyped-def]
-        written.append(len(keys) // POLICY_KEY.size)
+        written.append(len(keys) // self.key.size)
         return real_update(self, keys, values)
 
     monkeypatch.setattr(BpfMap, "update_raw", update_raw)
@@ -139,7 +142,7 @@ def test_apply_change_writes_only_the_delta_whatever_the_policy_size(  # type: i
     assert set(change.upserts) == {_key(ID_B, 80), _key(ID_B, 64, 10)}
     assert list(change.removals) == [_key(ID_B + 1, 80)]
     assert kernel.apply_change(change) == Delta(1, 1, 1)
-    assert written == [2]
+    assert written == [1, 1]  # one entry to each map: the exact port, the port range
     assert kernel.dump_policy(EP_A) == flipped
     assert kernel.apply_change(change) == Delta()  # already held: nothing written
     again = KernelDatapath(pin_dir, netns=netns)  # a restarted agent diffs against the kernel

@@ -9,7 +9,10 @@ and the tc programs, then keeps the kernel in step with the control plane:
   make-before-break: new and changed entries first, stale ones last, so a changed key is never
   absent (a packet sees the old entry or the new one, never a miss). `apply_change()` takes
   the delta itself (`policy_change()`), so one changed entry costs the same at any policy
-  size; entries go to the kernel in bulk (`policy_batch`, one BPF_MAP_UPDATE_BATCH).
+  size; entries go to the kernel in bulk (`policy_batch`, one BPF_MAP_UPDATE_BATCH per map).
+  An endpoint's entries live in two maps: exact ports in the hash `nst_policy_exact`, the
+  rest in the trie `nst_policy` (`maps.is_exact`; see bpf/policy.h for why the kernel's
+  answer is the same as from one trie).
 * `read_events()` drains the ring buffer into `FlowEvent`s for observe/.
 
 What the kernel holds is the truth: a fresh object (a restarted agent) reads the pinned maps
@@ -25,6 +28,8 @@ import shutil
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
+from itertools import compress
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal, TypeVar, final
@@ -54,18 +59,29 @@ from netstrata.datapath.maps import (
     MeshPortKey,
     MeshRangeKey,
     PolicyEntry,
+    PolicyExactKey,
     PolicyKey,
+    PolicyPrefix,
     decode_flow_event,
     ipcache_key_of,
+    is_exact,
     map_state_entry_of,
     map_state_key_of,
+    map_state_key_of_exact,
     network_of,
     parse_prefix,
     policy_entry_of,
+    policy_exact_key_of,
     policy_key_of,
 )
 from netstrata.datapath.mesh_capture import MeshCaptureTable
-from netstrata.datapath.policy_batch import encode_policy_entries, encode_policy_keys
+from netstrata.datapath.policy_batch import (
+    encode_policy_entries,
+    encode_policy_exact_entries,
+    encode_policy_exact_keys,
+    encode_policy_keys,
+    partition,
+)
 from netstrata.errors import DatapathError
 from netstrata.netns import attach_bpf, detach_bpf, ifindex, ifname_of
 from netstrata.policy.types import MapStateEntry, MapStateKey, ResolvedPolicy
@@ -73,6 +89,7 @@ from netstrata.policy.types import MapStateEntry, MapStateKey, ResolvedPolicy
 log = logging.getLogger(__name__)
 
 Program = Literal["from_pod", "to_pod"]
+_audit = attrgetter("audit")
 PIN_ROOT: Final = BPFFS_ROOT / "netstrata"
 
 
@@ -179,6 +196,7 @@ class KernelDatapath:
         self._endpoints: BpfMap[EndpointKey, EndpointInfo] = maps["nst_endpoints"]  # type: ignore[assignment]
         self._ipcache_map: BpfMap[IpcacheKey, IpcacheInfo] = maps["nst_ipcache"]  # type: ignore[assignment]
         self._policy: BpfMap[PolicyKey, PolicyEntry] = maps["nst_policy"]  # type: ignore[assignment]
+        self._policy_exact: BpfMap[PolicyExactKey, PolicyEntry] = maps["nst_policy_exact"]  # type: ignore[assignment]
         self._ct: BpfMap[CtKey, CtEntry] = maps["nst_conntrack"]  # type: ignore[assignment]
         self._mesh: BpfMap[EndpointKey, MeshInfo] = maps["nst_mesh"]  # type: ignore[assignment]
         self._mesh_ports: BpfMap[MeshPortKey, MeshPathValue] = maps["nst_mesh_ports"]  # type: ignore[assignment]
@@ -244,8 +262,7 @@ class KernelDatapath:
                 detach_bpf(ifname, "ingress", netns=self.netns)
                 detach_bpf(ifname, "egress", netns=self.netns)
             self._endpoints.delete(EndpointKey(ip))
-        stale = [policy_key_of(endpoint_id, k) for k in self.dump_policy(endpoint_id)]
-        self._policy.delete_many(stale)
+        self._delete_policy(endpoint_id, list(self.dump_policy(endpoint_id)))
         self._policies.pop(endpoint_id, None)
         self._flags.pop(endpoint_id, None)
         self.flush_conntrack(endpoint_id)
@@ -320,12 +337,23 @@ class KernelDatapath:
     # --------------------------------------------------------------------------- policy
 
     def dump_policy(self, endpoint_id: int) -> dict[MapStateKey, MapStateEntry]:
-        """The endpoint's policy entries as the kernel holds them, decoded."""
+        """The endpoint's policy entries as the kernel holds them (both maps), decoded."""
+        return self._dump_policy(endpoint_id)[0]
+
+    def _dump_policy(self, ep: int) -> tuple[dict[MapStateKey, MapStateEntry], list[MapStateKey]]:
+        """(`dump_policy`, the exact keys found in the trie instead of the hash)."""
         out: dict[MapStateKey, MapStateEntry] = {}
+        for xk, pe in self._policy_exact.items():
+            if xk.endpoint_id == ep:
+                out[map_state_key_of_exact(xk)[1]] = map_state_entry_of(pe)
+        misplaced = []
         for pk, pe in self._policy.items():
-            if pk.endpoint_id == endpoint_id:
-                out[map_state_key_of(pk)[1]] = map_state_entry_of(pe)
-        return out
+            if pk.endpoint_id == ep:
+                key = map_state_key_of(pk)[1]
+                out[key] = map_state_entry_of(pe)
+                if pk.prefixlen == PolicyPrefix.FULL:
+                    misplaced.append(key)
+        return out, misplaced
 
     def apply_policy(self, resolved: ResolvedPolicy) -> Delta:
         """Bring the endpoint's policy entries and enforcement flags to `resolved`.
@@ -337,14 +365,18 @@ class KernelDatapath:
         """
         ep = resolved.endpoint_id
         old = self._held(ep)
-        new = {k: (replace(e, audit=False) if e.audit else e)
-               for k, e in resolved.entries.items()}
+        # dict(dict) copies the stored hashes: 100k keys are not hashed again (their
+        # dataclass __hash__ is a Python call each); only audit entries are replaced
+        new = dict(resolved.entries)
+        for k in list(compress(new, map(_audit, new.values()))):
+            new[k] = replace(new[k], audit=False)
         if old:
-            upserts = [k for k, e in new.items() if (o := old.get(k)) is not e and o != e]
+            pairs = [(k, e) for k, e in new.items() if (o := old.get(k)) is not e and o != e]
+            upserts, values = [k for k, _ in pairs], [e for _, e in pairs]
             stale = [k for k in old if k not in new]
         else:
-            upserts, stale = list(new), []
-        delta = self._write_policy(ep, old, upserts, new, stale, _flags_of(resolved))
+            upserts, values, stale = list(new), list(new.values()), []
+        delta = self._write_policy(ep, old, upserts, values, stale, _flags_of(resolved))
         self._policies[ep] = new
         self._log_applied(ep, resolved.revision, delta)
         return delta
@@ -362,7 +394,8 @@ class KernelDatapath:
         want = {k: (replace(e, audit=False) if e.audit else e) for k, e in change.upserts.items()}
         upserts = [k for k, e in want.items() if (o := held.get(k)) is not e and o != e]
         stale = [k for k in change.removals if k in held and k not in want]
-        delta = self._write_policy(ep, held, upserts, want, stale, _flags_of(change))
+        delta = self._write_policy(ep, held, upserts, [want[k] for k in upserts], stale,
+                                   _flags_of(change))
         for k in upserts:
             held[k] = want[k]
         for k in stale:
@@ -378,31 +411,58 @@ class KernelDatapath:
         call read the kernel again instead of trusting a half-applied copy.
         """
         held = self._policies.pop(ep, None)
-        return self.dump_policy(ep) if held is None else held
+        if held is None:
+            held, misplaced = self._dump_policy(ep)
+            if misplaced:
+                self._move_exact_out_of_trie(ep, held, misplaced)
+        return held
+
+    def _move_exact_out_of_trie(self, ep: int, held: Mapping[MapStateKey, MapStateEntry],
+                                keys: list[MapStateKey]) -> None:
+        """Maps pinned before the exact hash existed hold exact ports in the trie; a later
+        removal would only look in the hash and leave them enforcing. Move them (hash first,
+        then out of the trie: the hash hit shadows the trie entry, so no packet sees a miss)."""
+        self._policy_exact.update_raw(encode_policy_exact_keys(ep, keys),
+                                      encode_policy_exact_entries([held[k] for k in keys]))
+        self._policy.delete_raw(encode_policy_keys(ep, keys))
+        log.info("endpoint %d: moved %d exact-port entries from the policy trie to its hash",
+                 ep, len(keys))
 
     def _write_policy(self, ep: int, held: Mapping[MapStateKey, MapStateEntry],
-                      upserts: list[MapStateKey],
-                      entries: Mapping[MapStateKey, MapStateEntry], stale: list[MapStateKey],
-                      flags: int) -> Delta:
-        """Make-before-break: upsert new/changed entries (one batch), then set the enforcement
-        flags, then delete stale entries (one batch). On a failed upsert the entries written
-        so far are rolled back to the previous policy (best effort) and DatapathError is
-        raised; the endpoint's held state is then re-read from the kernel on the next call."""
-        added = sum(1 for k in upserts if k not in held)
+                      upserts: list[MapStateKey], values: list[MapStateEntry],
+                      stale: list[MapStateKey], flags: int) -> Delta:
+        """Make-before-break: upsert new/changed entries (`values[i]` for `upserts[i]`; one
+        batch per map), then set the enforcement flags, then delete stale entries (one batch
+        per map). On a failed upsert the entries written so far are rolled back to the
+        previous policy (best effort) and DatapathError is raised; the endpoint's held state
+        is then re-read from the kernel on the next call."""
+        added = len(upserts) if not held else sum(1 for k in upserts if k not in held)
         if upserts:
+            (exact, exact_values), (trie, trie_values) = partition(upserts, values)
             try:
-                self._policy.update_raw(
-                    encode_policy_keys(ep, upserts),
-                    encode_policy_entries(upserts, [entries[k] for k in upserts]))
+                if exact:
+                    self._policy_exact.update_raw(encode_policy_exact_keys(ep, exact),
+                                                  encode_policy_exact_entries(exact_values))
+                if trie:
+                    self._policy.update_raw(encode_policy_keys(ep, trie),
+                                            encode_policy_entries(trie, trie_values))
             except DatapathError:
                 self._rollback(ep, held, upserts)
                 raise
         self._set_endpoint_flags(ep, flags)
         if stale:
-            self._policy.delete_raw(encode_policy_keys(ep, stale))
+            self._delete_policy(ep, stale)
         self._policy_writes += len(upserts)
         self._policy_deletes += len(stale)
         return Delta(added, len(upserts) - added, len(stale))
+
+    def _delete_policy(self, ep: int, keys: list[MapStateKey]) -> None:
+        """Delete `ep`'s entries of `keys` from whichever map holds each."""
+        (exact, _), (trie, _) = partition(keys, keys)
+        if exact:
+            self._policy_exact.delete_raw(encode_policy_exact_keys(ep, exact))
+        if trie:
+            self._policy.delete_raw(encode_policy_keys(ep, trie))
 
     def _log_applied(self, ep: int, revision: int, delta: Delta) -> None:
         log.info("endpoint %d policy revision %d applied (+%d ~%d -%d)", ep, revision,
@@ -412,7 +472,13 @@ class KernelDatapath:
                   touched: list[MapStateKey]) -> None:
         try:
             for k in touched:
-                if k in old:
+                if is_exact(k):
+                    xk = policy_exact_key_of(ep, k)
+                    if k in old:
+                        self._policy_exact.update(xk, policy_entry_of(k, old[k]))
+                    else:
+                        self._policy_exact.delete(xk)
+                elif k in old:
                     self._policy.update(policy_key_of(ep, k), policy_entry_of(k, old[k]))
                 else:
                     self._policy.delete(policy_key_of(ep, k))

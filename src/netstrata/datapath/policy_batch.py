@@ -2,15 +2,21 @@
 
 The shared codecs (`maps.policy_key_of` + `POLICY_KEY.encode`) build two dataclasses and walk
 their fields per entry: about 20 us for a key and its value, two seconds for 100,000. Here
-each struct is laid out as 32-bit words (and bytes) and every field is one column, filled with
-one list comprehension and strided into a buffer (no per-entry objects besides the column ints), so
-100,000 entries take tens of milliseconds.
+each struct is laid out as 32-bit words (and bytes) and every field is one column, read with
+`operator.attrgetter` through `map` (the loop stays in C), and strided into one buffer: no
+per-entry objects besides the column ints, so 100,000 entries take a few tens of milliseconds.
+Ports go to network order with `array.byteswap()`, also in C.
+
+An endpoint's entries go to two maps (`maps.is_exact`): keys naming the protocol and the whole
+port to the hash `nst_policy_exact` (`encode_policy_exact_keys`, no prefix length; the value's
+`prefix_bits` is always 24), every other key to the trie `nst_policy` (`encode_policy_keys`).
+`partition` splits keys and values between the two, in their order.
 
 The word layout is derived from `_layout.py`, not restated: at import the struct formats of
-`policy_key` and `policy_entry` are compared with the layout this module packs, and on any
-difference (or a big-endian host) `FAST` is False and the shared per-entry codecs are used,
-so a layout change can make this slower but never wrong. A unit test checks both paths
-byte for byte against the shared codecs.
+`policy_key`, `policy_exact_key` and `policy_entry` are compared with the layout this module
+packs, and on any difference (or a big-endian host) `FAST` is False and the shared per-entry
+codecs are used, so a layout change can make this slower but never wrong. A unit test checks
+both paths byte for byte against the shared codecs.
 """
 
 from __future__ import annotations
@@ -18,17 +24,22 @@ from __future__ import annotations
 import sys
 from array import array
 from collections.abc import Sequence
-from typing import Final
+from itertools import compress
+from operator import attrgetter
+from typing import Final, TypeVar
 
 from netstrata.datapath.maps import (
+    EXACT_PORT_PREFIX,
     POLICY_ENTRY,
+    POLICY_EXACT_KEY,
     POLICY_KEY,
     PolicyFlag,
     PolicyPrefix,
     encode_map_state_entry,
+    encode_map_state_exact_key,
     encode_map_state_key,
 )
-from netstrata.policy.types import MapStateEntry, MapStateKey
+from netstrata.policy.types import Direction, MapStateEntry, MapStateKey
 
 _KEY_FIELDS: Final = (
     "prefixlen:I",
@@ -38,6 +49,7 @@ _KEY_FIELDS: Final = (
     "proto:B",
     "dport_be:H",
 )
+_EXACT_KEY_FIELDS: Final = _KEY_FIELDS[1:]
 _ENTRY_FIELDS: Final = ("proxy_port:H", "flags:B", "prefix_bits:B", "precedence:I", "cookie:I")
 
 
@@ -48,22 +60,71 @@ def _fields(spec_fields: Sequence[object]) -> tuple[str, ...]:
 FAST: Final = (
     sys.byteorder == "little"
     and _fields(POLICY_KEY.fields) == _KEY_FIELDS
+    and _fields(POLICY_EXACT_KEY.fields) == _EXACT_KEY_FIELDS
     and _fields(POLICY_ENTRY.fields) == _ENTRY_FIELDS
+    and int(PolicyFlag.DENY) == 1  # the flags byte is the `deny` bool itself
     and array("I").itemsize == 4
+    and array("H").itemsize == 2
 )
 """The word layout below matches `_layout.py` on this host (else: per-entry codecs)."""
 
 _EXACT: Final = int(PolicyPrefix.EXACT)
-_DENY: Final = int(PolicyFlag.DENY)
+_EXACT_BITS: Final = 8 + EXACT_PORT_PREFIX
+"""`prefix_bits` of every entry of the exact map: protocol + whole port."""
+
+_identity = attrgetter("identity")
+_direction = attrgetter("direction")
+_proto = attrgetter("proto")
+_port = attrgetter("port")
+_port_prefix = attrgetter("port_prefix")
+_proxy_port = attrgetter("proxy_port")
+_deny = attrgetter("deny")
+_precedence = attrgetter("precedence")
+_cookie = attrgetter("cookie")
+
+T = TypeVar("T")
 
 
-def _words(columns: Sequence[array[int] | None], n: int) -> bytearray:
-    """n structs of len(columns) native 32-bit words; a None column stays zero (for bytes)."""
-    words = array("I", bytes(4 * len(columns) * n))
-    for i, column in enumerate(columns):
-        if column is not None:
-            words[i :: len(columns)] = column
-    return bytearray(words.tobytes())
+def exact_mask(keys: Sequence[MapStateKey]) -> list[bool]:
+    """Per key: does it go to the exact hash (`maps.is_exact`), computed in C."""
+    return list(map(EXACT_PORT_PREFIX.__eq__, map(_port_prefix, keys)))
+
+
+def partition(
+    keys: Sequence[MapStateKey], values: Sequence[T]
+) -> tuple[tuple[Sequence[MapStateKey], Sequence[T]], tuple[Sequence[MapStateKey], Sequence[T]]]:
+    """((exact keys, their values), (trie keys, their values)), each in the given order."""
+    mask = exact_mask(keys)
+    if all(mask):  # the common case (exact ports only): no copies
+        return (keys, values), ((), ())
+    if not any(mask):
+        return ((), ()), (keys, values)
+    other = [not m for m in mask]
+    return ((list(compress(keys, mask)), list(compress(values, mask))),
+            (list(compress(keys, other)), list(compress(values, other))))
+
+
+def _words(n: int, size: int, columns: Sequence[tuple[int, array[int]]]) -> bytearray:
+    """n structs of `size` bytes; each (word index, column) fills that 32-bit word of every
+    struct, the rest stays zero (for the byte fields the caller fills)."""
+    out = bytearray(size * n)
+    if n:
+        words = memoryview(out).cast("I")
+        stride = size // 4
+        for index, column in columns:
+            words[index::stride] = column
+    return out
+
+
+def _dir_proto_port(out: bytearray, size: int, offset: int, keys: Sequence[MapStateKey]) -> None:
+    """The last word of both key structs: direction, proto, dport_be (network order)."""
+    out[offset::size] = bytes(map(_direction, keys))
+    out[offset + 1::size] = bytes(map(_proto, keys))
+    ports = array("H", map(_port, keys))
+    ports.byteswap()  # native (little-endian, checked by FAST) -> network order
+    raw = ports.tobytes()
+    out[offset + 2::size] = raw[0::2]
+    out[offset + 3::size] = raw[1::2]
 
 
 def encode_policy_keys(endpoint_id: int, keys: Sequence[MapStateKey]) -> bytes:
@@ -71,20 +132,34 @@ def encode_policy_keys(endpoint_id: int, keys: Sequence[MapStateKey]) -> bytes:
     if not FAST:
         return b"".join(encode_map_state_key(endpoint_id, k) for k in keys)
     n = len(keys)
-    out = _words(
-        (
-            array("I", [_EXACT + (8 if k.proto else 0) + k.port_prefix for k in keys]),
-            array("I", [endpoint_id]) * n,
-            array("I", [k.identity for k in keys]),
-            None,
-        ),
-        n,
-    )
-    # the last word is four single bytes: direction, proto, dport_be (network order)
-    out[12::16] = bytes([k.direction for k in keys])
-    out[13::16] = bytes([k.proto for k in keys])
-    out[14::16] = bytes([k.port >> 8 for k in keys])
-    out[15::16] = bytes([k.port & 0xFF for k in keys])
+    prefixlen = array("I", [_EXACT + (8 if k.proto else 0) + k.port_prefix for k in keys])
+    out = _words(n, 16, ((0, prefixlen), (1, array("I", [endpoint_id]) * n),
+                         (2, array("I", map(_identity, keys)))))
+    _dir_proto_port(out, 16, 12, keys)
+    return bytes(out)
+
+
+def encode_policy_exact_keys(endpoint_id: int, keys: Sequence[MapStateKey]) -> bytes:
+    """`struct policy_exact_key` of every (exact) key of `endpoint_id`, concatenated (12 bytes
+    each). The caller has checked that every key is exact (`partition`)."""
+    if not FAST:
+        return b"".join(encode_map_state_exact_key(endpoint_id, k) for k in keys)
+    n = len(keys)
+    out = _words(n, 12, ((0, array("I", [endpoint_id]) * n),
+                         (1, array("I", map(_identity, keys)))))
+    _dir_proto_port(out, 12, 8, keys)
+    return bytes(out)
+
+
+def _encode_entries(entries: Sequence[MapStateEntry], prefix_bits: bytes) -> bytes:
+    out = _words(len(entries), 12, ((1, array("I", map(_precedence, entries))),
+                                    (2, array("I", map(_cookie, entries)))))
+    # the first word: proxy_port (native 16 bits), flags, prefix_bits
+    ports = array("H", map(_proxy_port, entries)).tobytes()
+    out[0::12] = ports[0::2]
+    out[1::12] = ports[1::2]
+    out[2::12] = bytes(map(_deny, entries))
+    out[3::12] = prefix_bits
     return bytes(out)
 
 
@@ -93,25 +168,29 @@ def encode_policy_entries(keys: Sequence[MapStateKey], entries: Sequence[MapStat
 
     The key gives `prefix_bits`; only what the kernel stores is encoded (no `audit`).
     """
-    if not FAST:
-        return b"".join(encode_map_state_entry(k, e) for k, e in zip(keys, entries, strict=True))
     if len(keys) != len(entries):
         raise ValueError(f"{len(keys)} keys but {len(entries)} entries")
-    out = _words(
-        (
-            None,
-            array("I", [e.precedence for e in entries]),
-            array("I", [e.cookie for e in entries]),
-        ),
-        len(keys),
-    )
-    # the first word: proxy_port (native 16 bits), flags, prefix_bits
-    ports = array("H", [e.proxy_port for e in entries]).tobytes()
-    out[0::12] = ports[0::2]
-    out[1::12] = ports[1::2]
-    out[2::12] = bytes([_DENY if e.deny else 0 for e in entries])
-    out[3::12] = bytes([(8 if k.proto else 0) + k.port_prefix for k in keys])
-    return bytes(out)
+    if not FAST:
+        return b"".join(encode_map_state_entry(k, e) for k, e in zip(keys, entries, strict=True))
+    return _encode_entries(entries, bytes([(8 if k.proto else 0) + k.port_prefix for k in keys]))
 
 
-__all__ = ["FAST", "encode_policy_entries", "encode_policy_keys"]
+def encode_policy_exact_entries(entries: Sequence[MapStateEntry]) -> bytes:
+    """`struct policy_entry` of the entries of exact keys (`prefix_bits` 24), concatenated."""
+    if not FAST:
+        return b"".join(encode_map_state_entry(_ANY_EXACT_KEY, e) for e in entries)
+    return _encode_entries(entries, bytes([_EXACT_BITS]) * len(entries))
+
+
+_ANY_EXACT_KEY: Final = MapStateKey(Direction.INGRESS, 0, 6, 0, EXACT_PORT_PREFIX)
+"""Stands in for an exact key where only its `prefix_bits` (24) matters."""
+
+__all__ = [
+    "FAST",
+    "encode_policy_entries",
+    "encode_policy_exact_entries",
+    "encode_policy_exact_keys",
+    "encode_policy_keys",
+    "exact_mask",
+    "partition",
+]

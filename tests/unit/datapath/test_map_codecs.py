@@ -19,12 +19,15 @@ from netstrata.datapath.maps import (
     StructSpec,
     decode_ipcache_prefix,
     decode_map_state_entry,
+    decode_map_state_exact_key,
     decode_map_state_key,
     decode_policy_key,
     encode_ipcache_prefix,
     encode_map_state_entry,
+    encode_map_state_exact_key,
     encode_map_state_key,
     encode_policy_key,
+    is_exact,
     kernel_view,
     policy_key_of,
 )
@@ -105,6 +108,26 @@ def test_map_state_key_round_trip_and_prefix(endpoint_id: int, key: MapStateKey)
     raw = encode_map_state_key(endpoint_id, key)
     assert decode_map_state_key(raw) == (endpoint_id, key)
     assert decode_policy_key(raw).prefixlen == 72 + (8 if key.proto else 0) + key.port_prefix
+
+
+@settings(max_examples=200, deadline=None)
+@given(endpoint_id=st.integers(0, (1 << 32) - 1), key=map_state_keys())
+def test_exact_key_round_trip_and_layout(endpoint_id: int, key: MapStateKey) -> None:
+    """An exact port round-trips through `policy_exact_key` (the trie key without prefixlen);
+    any other key is refused there."""
+    if not is_exact(key):
+        with pytest.raises(ValueError):
+            encode_map_state_exact_key(endpoint_id, key)
+        return
+    raw = encode_map_state_exact_key(endpoint_id, key)
+    assert decode_map_state_exact_key(raw) == (endpoint_id, key)
+    assert raw == encode_map_state_key(endpoint_id, key)[4:]
+    assert key.proto and key.port_prefix == 16
+
+
+def test_exact_key_without_protocol_is_rejected() -> None:
+    with pytest.raises(ValueError, match="proto 0"):
+        decode_map_state_exact_key(bytes(12))
 
 
 @settings(max_examples=200, deadline=None)

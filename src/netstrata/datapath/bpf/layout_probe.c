@@ -11,6 +11,7 @@ struct endpoint_info probe_endpoint_info;
 struct ipcache_key probe_ipcache_key;
 struct ipcache_info probe_ipcache_info;
 struct policy_key probe_policy_key;
+struct policy_exact_key probe_policy_exact_key;
 struct policy_entry probe_policy_entry;
 struct ct_key probe_ct_key;
 struct ct_entry probe_ct_entry;

@@ -251,6 +251,25 @@ struct policy_key {
 };
 _Static_assert(sizeof(struct policy_key) == 16, "policy_key");
 
+/* policy exact-match key: a policy_key whose protocol and all 16 port bits are named
+ * (prefixlen 96), without the prefix length. Such entries live in the hash nst_policy_exact,
+ * every other one in the trie nst_policy; a key's specificity decides its map, so it never moves.
+ *   off size field
+ *     0    4 endpoint_id    host order
+ *     4    4 identity       peer identity, 0 = any
+ *     8    1 direction      enum nst_direction
+ *     9    1 proto          IANA protocol, never 0 here
+ *    10    2 dport_be       destination port (or ICMP type << 8), network order
+ */
+struct policy_exact_key {
+	__u32 endpoint_id;
+	__u32 identity;
+	__u8 direction;
+	__u8 proto;
+	__be16 dport_be;
+};
+_Static_assert(sizeof(struct policy_exact_key) == 12, "policy_exact_key");
+
 /* policy value.
  *   off size field
  *     0    2 proxy_port     host order; != 0: redirect to the L7 proxy listener

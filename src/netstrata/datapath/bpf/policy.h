@@ -24,9 +24,22 @@ struct lookup_result {
 	__u8 pad;
 };
 
+/* The longest-prefix match for one (endpoint, identity, direction, proto, port) over the union
+ * of nst_policy_exact and nst_policy. An exact entry names the protocol and all 16 port bits:
+ * 24 bits, the longest prefix any entry can have, and no trie entry has that length (a key's
+ * specificity decides its map). So a hit in the hash IS the longest match of the union, and
+ * only a miss needs the trie; the precedence below (and datapath/reference/_lookup.py, which
+ * sees one MapState) is unchanged by the split. */
 static __always_inline struct policy_entry *policy_lpm(__u32 endpoint_id, __u32 identity,
 						       __u8 direction, __u8 proto, __u16 port)
 {
+	struct policy_exact_key exact = {
+		.endpoint_id = endpoint_id,
+		.identity = identity,
+		.direction = direction,
+		.proto = proto,
+		.dport_be = bpf_htons(port),
+	};
 	struct policy_key key = {
 		.prefixlen = NST_POLICY_PREFIX_FULL,
 		.endpoint_id = endpoint_id,
@@ -35,7 +48,11 @@ static __always_inline struct policy_entry *policy_lpm(__u32 endpoint_id, __u32 
 		.proto = proto,
 		.dport_be = bpf_htons(port),
 	};
+	struct policy_entry *e;
 
+	e = bpf_map_lookup_elem(&nst_policy_exact, &exact);
+	if (e)
+		return e;
 	return bpf_map_lookup_elem(&nst_policy, &key);
 }
 
@@ -73,6 +90,7 @@ static __always_inline void choose(struct lookup_result *r, const struct policy_
  *
  *  1. A = longest-prefix match among entries for the exact peer identity (none for peer 0).
  *  2. B = longest-prefix match among entries for identity 0 (any peer).
+ *     (Each is the exact hash first, then the trie: see policy_lpm().)
  *  3. A is a deny -> DENY (A).  B is a deny -> DENY (B).
  *  4. Neither found -> DROP, reason POLICY_DENIED.
  *  5. Only one found -> that one.

@@ -338,6 +338,18 @@ class PolicyKey:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyExactKey:
+    """`struct policy_exact_key`: a `policy_key` naming the protocol and the whole port (the
+    entries of the hash `nst_policy_exact`). `dport_be` holds the port as a number."""
+
+    endpoint_id: int
+    identity: int
+    direction: int
+    proto: int
+    dport_be: int
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyEntry:
     """`struct policy_entry`."""
 
@@ -476,6 +488,11 @@ POLICY_KEY: Final = StructSpec(
     ("prefixlen", "I"), ("endpoint_id", "I"), ("identity", "I"), ("direction", "B"),
     ("proto", "B"), ("dport_be", "H"),
 )
+POLICY_EXACT_KEY: Final = StructSpec(
+    "policy_exact_key", PolicyExactKey,
+    ("endpoint_id", "I"), ("identity", "I"), ("direction", "B"), ("proto", "B"),
+    ("dport_be", "H"),
+)
 POLICY_ENTRY: Final = StructSpec(
     "policy_entry", PolicyEntry,
     ("proxy_port", "H"), ("flags", "B"), ("prefix_bits", "B"), ("precedence", "I"),
@@ -513,8 +530,8 @@ MESH_RANGE_KEY: Final = StructSpec(
 MESH_PATH: Final = StructSpec("mesh_path", MeshPathValue, ("path", "B"), ("pad", "3x"))
 
 STRUCTS: Final[tuple[StructSpec[object], ...]] = (
-    ENDPOINT_KEY, ENDPOINT_INFO, IPCACHE_KEY, IPCACHE_INFO, POLICY_KEY, POLICY_ENTRY,  # type: ignore[assignment]
-    CT_KEY, CT_ENTRY, FLOW_EVENT, EVENTS_LOST, MESH_INFO, MESH_PORT_KEY, MESH_RANGE_KEY,
+    ENDPOINT_KEY, ENDPOINT_INFO, IPCACHE_KEY, IPCACHE_INFO, POLICY_KEY, POLICY_EXACT_KEY,  # type: ignore[assignment]
+    POLICY_ENTRY, CT_KEY, CT_ENTRY, FLOW_EVENT, EVENTS_LOST, MESH_INFO, MESH_PORT_KEY, MESH_RANGE_KEY,
     MESH_PATH,
 )
 """Every struct of `netstrata_maps.h`, for the BTF checks."""
@@ -529,6 +546,8 @@ encode_ipcache_info: Final = IPCACHE_INFO.encode
 decode_ipcache_info: Final = IPCACHE_INFO.decode
 encode_policy_key: Final = POLICY_KEY.encode
 decode_policy_key: Final = POLICY_KEY.decode
+encode_policy_exact_key: Final = POLICY_EXACT_KEY.encode
+decode_policy_exact_key: Final = POLICY_EXACT_KEY.decode
 encode_policy_entry: Final = POLICY_ENTRY.encode
 decode_policy_entry: Final = POLICY_ENTRY.decode
 encode_ct_key: Final = CT_KEY.encode
@@ -554,6 +573,7 @@ MAPS: Final[tuple[MapSpec, ...]] = (
     MapSpec("nst_endpoints", ENDPOINT_KEY, ENDPOINT_INFO),  # type: ignore[arg-type]
     MapSpec("nst_ipcache", IPCACHE_KEY, IPCACHE_INFO),  # type: ignore[arg-type]
     MapSpec("nst_policy", POLICY_KEY, POLICY_ENTRY),  # type: ignore[arg-type]
+    MapSpec("nst_policy_exact", POLICY_EXACT_KEY, POLICY_ENTRY),  # type: ignore[arg-type]
     MapSpec("nst_conntrack", CT_KEY, CT_ENTRY),  # type: ignore[arg-type]
     MapSpec("nst_events", None, None),
     MapSpec("nst_events_lost", None, EVENTS_LOST),  # type: ignore[arg-type]

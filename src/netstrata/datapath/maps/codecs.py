@@ -10,6 +10,11 @@ The policy map is one LPM trie for all endpoints. A `MapStateKey` of endpoint `e
 So `proto == 0` (any protocol) stores 72 and names no port, and an ICMP type `t` is the port
 `t << 8` with prefix 8, exactly as `policy.types` defines them. Lookups use the full 96 bits.
 
+A key that names the protocol and the whole port (`is_exact`: port_prefix 16, so 96 bits) is
+not stored in the trie but in the hash `nst_policy_exact`, as a `policy_exact_key` (the same
+fields without `prefixlen`): the kernel looks there first, and a hit is the longest prefix of
+the union (see bpf/policy.h). A key's map follows from the key alone, so it never moves.
+
 Only `deny`, `proxy_port`, `precedence` and `cookie` of a `MapStateEntry` reach the kernel;
 `kernel_view()` is the entry as it comes back from the kernel.
 """
@@ -23,9 +28,11 @@ from typing import Final
 from netstrata.datapath.maps._layout import (
     IPCACHE_KEY,
     POLICY_ENTRY,
+    POLICY_EXACT_KEY,
     POLICY_KEY,
     IpcacheKey,
     PolicyEntry,
+    PolicyExactKey,
     PolicyFlag,
     PolicyKey,
     PolicyPrefix,
@@ -33,6 +40,13 @@ from netstrata.datapath.maps._layout import (
 from netstrata.policy.types import Direction, MapStateEntry, MapStateKey
 
 PROTO_BITS: Final = 8
+EXACT_PORT_PREFIX: Final = 16
+
+
+def is_exact(key: MapStateKey) -> bool:
+    """True when `key` names the protocol and all 16 port bits: it lives in `nst_policy_exact`.
+    (port_prefix 16 implies a protocol: a key with any protocol names no port.)"""
+    return key.port_prefix == EXACT_PORT_PREFIX
 
 
 def policy_key_of(endpoint_id: int, key: MapStateKey) -> PolicyKey:
@@ -61,6 +75,30 @@ def map_state_key_of(pk: PolicyKey) -> tuple[int, MapStateKey]:
     port_prefix = bits - PROTO_BITS
     return pk.endpoint_id, MapStateKey(
         Direction(pk.direction), pk.identity, pk.proto, pk.dport_be, port_prefix
+    )
+
+
+def policy_exact_key_of(endpoint_id: int, key: MapStateKey) -> PolicyExactKey:
+    """The `nst_policy_exact` key storing `key` for `endpoint_id`.
+
+    Raises:
+        ValueError: `key` is not exact (it belongs in the trie: `policy_key_of`).
+    """
+    if not is_exact(key):
+        raise ValueError(f"{key} does not name a whole port: it belongs in the policy trie")
+    return PolicyExactKey(endpoint_id, key.identity, int(key.direction), key.proto, key.port)
+
+
+def map_state_key_of_exact(pk: PolicyExactKey) -> tuple[int, MapStateKey]:
+    """(endpoint_id, MapStateKey) of a stored `nst_policy_exact` key.
+
+    Raises:
+        ValueError: the stored key has no protocol (an exact key always names one).
+    """
+    if not pk.proto:
+        raise ValueError("policy_exact_key proto 0: an exact key always names its protocol")
+    return pk.endpoint_id, MapStateKey(
+        Direction(pk.direction), pk.identity, pk.proto, pk.dport_be, EXACT_PORT_PREFIX
     )
 
 
@@ -101,6 +139,14 @@ def encode_map_state_key(endpoint_id: int, key: MapStateKey) -> bytes:
 
 def decode_map_state_key(raw: bytes) -> tuple[int, MapStateKey]:
     return map_state_key_of(POLICY_KEY.decode(raw))
+
+
+def encode_map_state_exact_key(endpoint_id: int, key: MapStateKey) -> bytes:
+    return POLICY_EXACT_KEY.encode(policy_exact_key_of(endpoint_id, key))
+
+
+def decode_map_state_exact_key(raw: bytes) -> tuple[int, MapStateKey]:
+    return map_state_key_of_exact(POLICY_EXACT_KEY.decode(raw))
 
 
 def encode_map_state_entry(key: MapStateKey, entry: MapStateEntry) -> bytes:
