@@ -2,10 +2,11 @@
 
 Two parts:
 
-* Programming time, no traffic: a full sync of N policy entries through
-  `KernelDatapath.apply_policy` (bulk encoding, one BPF_MAP_UPDATE_BATCH), with the kernel's
-  own floor beside it (the same bytes written from C with one BPF_MAP_UPDATE_BATCH, and with
-  N single updates); then one changed entry with 1k, 20k and N entries present, handed over
+* Programming time, no traffic: a full sync of N exact-port policy entries through
+  `KernelDatapath.apply_policy` (bulk encoding, one BPF_MAP_UPDATE_BATCH into the exact hash
+  `nst_policy_exact`), with the kernel's own floor beside it (the same bytes written from C
+  with one BPF_MAP_UPDATE_BATCH, and with N single updates; and, for reference, the same
+  entries batched into the LPM trie `nst_policy`, where they all went before the hash); then one changed entry with 1k, 20k and N entries present, handed over
   as the resolver's delta (`apply_change`, the agent's path for a one-line change) and, for
   comparison, as a whole MapState (`apply_policy`, one diff pass over every entry).
 * Time to enforce under churn: a server pod whose ingress policy is rewritten `rate` times a
@@ -53,8 +54,13 @@ from netstrata.datapath.kernel import (
     endpoint_flags,
     policy_change,
 )
-from netstrata.datapath.maps import POLICY_ENTRY, POLICY_KEY, kernel_view
-from netstrata.datapath.policy_batch import encode_policy_entries, encode_policy_keys
+from netstrata.datapath.maps import POLICY_ENTRY, POLICY_EXACT_KEY, POLICY_KEY, kernel_view
+from netstrata.datapath.policy_batch import (
+    encode_policy_entries,
+    encode_policy_exact_entries,
+    encode_policy_exact_keys,
+    encode_policy_keys,
+)
 from netstrata.lab.from_manifests import lab_from_manifests
 from netstrata.lab.simulate import ReferenceLab
 from netstrata.netns import PodLink, cleanup, list_netns, setup_node, wire_pod
@@ -109,15 +115,19 @@ class SyncResult:
     full_delete_ms: float
     """`apply_policy` from N entries back to none."""
     c_batch: MapFill
-    """The same N entries from C, one BPF_MAP_UPDATE_BATCH (and one BPF_MAP_DELETE_BATCH)."""
+    """The same N entries from C into the exact hash (what the sync writes), one
+    BPF_MAP_UPDATE_BATCH (and one BPF_MAP_DELETE_BATCH)."""
     c_single: MapFill
-    """The same N entries from C, one BPF_MAP_UPDATE_ELEM each."""
+    """The same N entries from C into the exact hash, one BPF_MAP_UPDATE_ELEM each."""
     change_ms: dict[int, tuple[float, float]]
     """Entries present -> (median, max) ms of `apply_change` for one changed entry."""
     change_full_ms: dict[int, tuple[float, float]]
     """The same change handed over as a whole MapState (`apply_policy`)."""
     c_one_update_us: float
     """One BPF_MAP_UPDATE_ELEM from C with N entries present (mean of 1,000)."""
+    c_batch_lpm: MapFill
+    """For reference: the same N entries from C into the LPM trie, one BPF_MAP_UPDATE_BATCH
+    (the floor of the sync before exact ports had their hash)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +184,14 @@ def _entries(n: int, seed: int = 3) -> dict[MapStateKey, MapStateEntry]:
 
 
 def _encode(endpoint_id: int, entries: dict[MapStateKey, MapStateEntry]) -> tuple[bytes, bytes]:
+    """The exact-hash keys and values of `entries` (all exact ports)."""
+    return (encode_policy_exact_keys(endpoint_id, list(entries)),
+            encode_policy_exact_entries([kernel_view(e) for e in entries.values()]))
+
+
+def _encode_lpm(endpoint_id: int,
+                entries: dict[MapStateKey, MapStateEntry]) -> tuple[bytes, bytes]:
+    """The same entries as LPM-trie keys and values (the reference floor)."""
     keys = list(entries)
     return (encode_policy_keys(endpoint_id, keys),
             encode_policy_entries(keys, [kernel_view(e) for e in entries.values()]))
@@ -225,18 +243,22 @@ def measure_sync(config: ChurnConfig, binary: Path, tag: str, progress: Progress
         start = time.perf_counter()
         keys, values = _encode(SCRATCH_EP_C, entries)
         encode_ms = (time.perf_counter() - start) * 1000
-        sizes = {"key_size": POLICY_KEY.size, "value_size": POLICY_ENTRY.size}
-        c_batch = run_mapfill(binary, pin / "nst_policy", keys, values, batch=True, workdir=work,
-                              **sizes)
-        c_single = run_mapfill(binary, pin / "nst_policy", keys, values, batch=False,
-                               workdir=work, **sizes)
+        exact = pin / "nst_policy_exact"
+        sizes = {"key_size": POLICY_EXACT_KEY.size, "value_size": POLICY_ENTRY.size}
+        c_batch = run_mapfill(binary, exact, keys, values, batch=True, workdir=work, **sizes)
+        c_single = run_mapfill(binary, exact, keys, values, batch=False, workdir=work, **sizes)
+        lpm_keys, lpm_values = _encode_lpm(SCRATCH_EP_C, entries)
+        c_batch_lpm = run_mapfill(binary, pin / "nst_policy", lpm_keys, lpm_values, batch=True,
+                                  workdir=work, key_size=POLICY_KEY.size,
+                                  value_size=POLICY_ENTRY.size)
         progress(f"C floor: {n} entries batched {c_batch.update_ns / 1e6:.1f} ms, "
-                 f"single {c_single.update_ns / 1e6:.1f} ms")
+                 f"single {c_single.update_ns / 1e6:.1f} ms "
+                 f"(LPM trie batched: {c_batch_lpm.update_ns / 1e6:.1f} ms)")
         full_ms = _timed(lambda: dp.apply_policy(_policy(entries, 1)))
         progress(f"Python full sync of {n} entries: {full_ms:.0f} ms")
         changes, whole = {}, {}
         changes[n], whole[n] = _changes(dp, entries, config.change_samples)
-        one = run_mapfill(binary, pin / "nst_policy", keys[: 1000 * POLICY_KEY.size],
+        one = run_mapfill(binary, exact, keys[: 1000 * POLICY_EXACT_KEY.size],
                           values[: 1000 * POLICY_ENTRY.size], batch=False, workdir=work, **sizes)
         delete_ms = _timed(lambda: dp.apply_policy(_policy({}, 200)))
         for size in (s for s in CHANGE_SIZES if s < n):
@@ -250,7 +272,7 @@ def measure_sync(config: ChurnConfig, binary: Path, tag: str, progress: Progress
         dp.teardown()
         shutil.rmtree(work, ignore_errors=True)
     return SyncResult(n, full_ms, encode_ms, delete_ms, c_batch, c_single, changes, whole,
-                      one.update_ns / one.count / 1000)
+                      one.update_ns / one.count / 1000, c_batch_lpm)
 
 
 # -------------------------------------------------------------- time to enforce

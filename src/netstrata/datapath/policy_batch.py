@@ -2,9 +2,10 @@
 
 The shared codecs (`maps.policy_key_of` + `POLICY_KEY.encode`) build two dataclasses and walk
 their fields per entry: about 20 us for a key and its value, two seconds for 100,000. Here
-each struct is laid out as 32-bit words (and bytes) and every field is one column, read with
-`operator.attrgetter` through `map` (the loop stays in C), and strided into one buffer: no
-per-entry objects besides the column ints, so 100,000 entries take a few tens of milliseconds.
+each struct is laid out as 32-bit words (and bytes) and every field is one column (one list
+comprehension reading one attribute: about 15 ns an entry on CPython 3.11, measured faster
+than `map(operator.attrgetter(...))` into an array), strided into one buffer: no per-entry
+objects besides the column ints, so 100,000 entries take about ten milliseconds per struct.
 Ports go to network order with `array.byteswap()`, also in C.
 
 An endpoint's entries go to two maps (`maps.is_exact`): keys naming the protocol and the whole
@@ -25,7 +26,6 @@ import sys
 from array import array
 from collections.abc import Sequence
 from itertools import compress
-from operator import attrgetter
 from typing import Final, TypeVar
 
 from netstrata.datapath.maps import (
@@ -72,22 +72,12 @@ _EXACT: Final = int(PolicyPrefix.EXACT)
 _EXACT_BITS: Final = 8 + EXACT_PORT_PREFIX
 """`prefix_bits` of every entry of the exact map: protocol + whole port."""
 
-_identity = attrgetter("identity")
-_direction = attrgetter("direction")
-_proto = attrgetter("proto")
-_port = attrgetter("port")
-_port_prefix = attrgetter("port_prefix")
-_proxy_port = attrgetter("proxy_port")
-_deny = attrgetter("deny")
-_precedence = attrgetter("precedence")
-_cookie = attrgetter("cookie")
-
 T = TypeVar("T")
 
 
 def exact_mask(keys: Sequence[MapStateKey]) -> list[bool]:
-    """Per key: does it go to the exact hash (`maps.is_exact`), computed in C."""
-    return list(map(EXACT_PORT_PREFIX.__eq__, map(_port_prefix, keys)))
+    """Per key: does it go to the exact hash (`maps.is_exact`, inlined: one attribute read)."""
+    return [k.port_prefix == EXACT_PORT_PREFIX for k in keys]
 
 
 def partition(
@@ -118,9 +108,9 @@ def _words(n: int, size: int, columns: Sequence[tuple[int, array[int]]]) -> byte
 
 def _dir_proto_port(out: bytearray, size: int, offset: int, keys: Sequence[MapStateKey]) -> None:
     """The last word of both key structs: direction, proto, dport_be (network order)."""
-    out[offset::size] = bytes(map(_direction, keys))
-    out[offset + 1::size] = bytes(map(_proto, keys))
-    ports = array("H", map(_port, keys))
+    out[offset::size] = bytes([k.direction for k in keys])
+    out[offset + 1::size] = bytes([k.proto for k in keys])
+    ports = array("H", [k.port for k in keys])
     ports.byteswap()  # native (little-endian, checked by FAST) -> network order
     raw = ports.tobytes()
     out[offset + 2::size] = raw[0::2]
@@ -134,7 +124,7 @@ def encode_policy_keys(endpoint_id: int, keys: Sequence[MapStateKey]) -> bytes:
     n = len(keys)
     prefixlen = array("I", [_EXACT + (8 if k.proto else 0) + k.port_prefix for k in keys])
     out = _words(n, 16, ((0, prefixlen), (1, array("I", [endpoint_id]) * n),
-                         (2, array("I", map(_identity, keys)))))
+                         (2, array("I", [k.identity for k in keys]))))
     _dir_proto_port(out, 16, 12, keys)
     return bytes(out)
 
@@ -146,21 +136,21 @@ def encode_policy_exact_keys(endpoint_id: int, keys: Sequence[MapStateKey]) -> b
         return b"".join(encode_map_state_exact_key(endpoint_id, k) for k in keys)
     n = len(keys)
     out = _words(n, 12, ((0, array("I", [endpoint_id]) * n),
-                         (1, array("I", map(_identity, keys)))))
+                         (1, array("I", [k.identity for k in keys]))))
     _dir_proto_port(out, 12, 8, keys)
     return bytes(out)
 
 
-def _encode_entries(entries: Sequence[MapStateEntry], prefix_bits: bytes) -> bytes:
-    out = _words(len(entries), 12, ((1, array("I", map(_precedence, entries))),
-                                    (2, array("I", map(_cookie, entries)))))
-    # the first word: proxy_port (native 16 bits), flags, prefix_bits
-    ports = array("H", map(_proxy_port, entries)).tobytes()
-    out[0::12] = ports[0::2]
-    out[1::12] = ports[1::2]
-    out[2::12] = bytes(map(_deny, entries))
-    out[3::12] = prefix_bits
+def _encode_entries(entries: Sequence[MapStateEntry], first_word: array[int]) -> bytes:
+    out = _words(len(entries), 12, ((0, first_word),
+                                    (1, array("I", [e.precedence for e in entries])),
+                                    (2, array("I", [e.cookie for e in entries]))))
     return bytes(out)
+
+
+# The first word of `policy_entry` as one little-endian u32 (FAST checks the host):
+# proxy_port (bits 0-15), flags (16-23: `deny` is the DENY bit), prefix_bits (24-31).
+# One expression per entry costs less than three byte columns strided in.
 
 
 def encode_policy_entries(keys: Sequence[MapStateKey], entries: Sequence[MapStateEntry]) -> bytes:
@@ -172,14 +162,18 @@ def encode_policy_entries(keys: Sequence[MapStateKey], entries: Sequence[MapStat
         raise ValueError(f"{len(keys)} keys but {len(entries)} entries")
     if not FAST:
         return b"".join(encode_map_state_entry(k, e) for k, e in zip(keys, entries, strict=True))
-    return _encode_entries(entries, bytes([(8 if k.proto else 0) + k.port_prefix for k in keys]))
+    first = array("I", [e.proxy_port | e.deny << 16 | ((8 if k.proto else 0) + k.port_prefix) << 24
+                        for k, e in zip(keys, entries, strict=True)])
+    return _encode_entries(entries, first)
 
 
 def encode_policy_exact_entries(entries: Sequence[MapStateEntry]) -> bytes:
     """`struct policy_entry` of the entries of exact keys (`prefix_bits` 24), concatenated."""
     if not FAST:
         return b"".join(encode_map_state_entry(_ANY_EXACT_KEY, e) for e in entries)
-    return _encode_entries(entries, bytes([_EXACT_BITS]) * len(entries))
+    bits = _EXACT_BITS << 24
+    return _encode_entries(entries, array("I", [e.proxy_port | e.deny << 16 | bits
+                                                for e in entries]))
 
 
 _ANY_EXACT_KEY: Final = MapStateKey(Direction.INGRESS, 0, 6, 0, EXACT_PORT_PREFIX)
