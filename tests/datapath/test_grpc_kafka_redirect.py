@@ -18,8 +18,9 @@ denied request never reaches the server.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import pytest
 from labkit import acceptance_dir
@@ -38,8 +39,10 @@ from netstrata.lab.kernel_session import (  # noqa: E402
     session_for,
 )
 from netstrata.lab.reference_check import ScenarioRunner  # noqa: E402
+from netstrata.netns import socket_in_netns  # noqa: E402
 from netstrata.observe.flow import HTTP, Kafka  # noqa: E402
 from netstrata.observe.flow import Verdict as FlowVerdict  # noqa: E402
+from netstrata.proxy.kafka import KafkaResponse, KafkaResponseParser, encode_request  # noqa: E402
 
 T = TypeVar("T")
 
@@ -149,6 +152,34 @@ def test_kafka_produce_and_consume_by_topic_through_the_redirect() -> None:
     _in_lab("seed-f-kafka-orders", body)
 
 
+FLOOD: Final = 2100
+"""Denied Metadata requests sent after the discarded CreateTopics: 4200 flows, past the
+4096-flow follower queue the lab once read flows from (it dropped the oldest, the denial)."""
+
+
+async def _metadata_flood(netns: str, broker: str, topic: str, count: int) -> int:
+    """`count` Metadata v1 requests for `topic` pipelined on one connection, as aiokafka's
+    producer re-asks for a topic the proxy denies; returns how many answers came back."""
+    frames = b"".join(encode_request(3, 1, cid, "flood", {"topics": [{"name": topic}]})
+                      for cid in range(1, count + 1))
+    sock = await asyncio.to_thread(socket_in_netns, netns, socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    answers, parser = 0, KafkaResponseParser()
+    with sock:
+        async with asyncio.timeout(60):
+            await loop.sock_connect(sock, (broker, 9092))
+            await loop.sock_sendall(sock, frames)
+            while answers < count:
+                data = await loop.sock_recv(sock, 65536)
+                if not data:
+                    break
+                parser.receive_data(data)
+                while isinstance(parser.next_event(), KafkaResponse):
+                    answers += 1
+    return answers
+
+
 def test_a_kafka_request_the_proxy_discards_is_told_from_a_drop_by_its_flow() -> None:
     async def body(session: LabSession) -> None:
         ns, client = _pod(session, "order-processor")
@@ -157,9 +188,14 @@ def test_a_kafka_request_the_proxy_discards_is_told_from_a_drop_by_its_flow() ->
         out = await kernel_l7.send(ns, broker_ip, 9092, params)
         # Cilium answers no CreateTopics it denies: the client only times out
         assert out.got == "dropped", out
+        assert "no answer to CreateTopicsRequest" in out.detail, out  # the probe says which
         assert session.servers is not None
         assert 19 not in {api for api, _ in session.servers.kafka.requests}
-        why = kernel_l7.proxy_denial(client, broker_ip, 9092, params, session.drain_l7_flows())
+        # a client flooding the proxy later in the same batch must not push the denial out
+        assert await _metadata_flood(ns, broker_ip, "order-events", FLOOD) == FLOOD
+        batch = session.drain_l7_batch()
+        assert batch.lost == 0 and len(batch.flows) >= 2 * FLOOD
+        why = kernel_l7.proxy_denial(client, broker_ip, 9092, params, batch.flows)
         assert why is not None and "createtopics" in why, why
 
     _in_lab("seed-f-kafka-orders", body)

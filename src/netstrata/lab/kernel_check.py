@@ -25,7 +25,7 @@ from typing import Any, Final
 from netstrata.errors import ManifestError, PolicyConflictError
 from netstrata.lab import kernel_mesh
 from netstrata.lab.cases import Apply, Delete, Probe, Relabel, Scenario
-from netstrata.lab.kernel_l7 import L7_CLIENT_KINDS, proxy_denial
+from netstrata.lab.kernel_l7 import L7_CLIENT_KINDS, probe_flows, proxy_denial
 from netstrata.lab.kernel_probes import Shot, Traffic, fire, outcome, plan_shot
 from netstrata.lab.kernel_session import LabSession, probe_targets, server_specs, session_for
 from netstrata.lab.reference_check import (
@@ -146,19 +146,20 @@ class KernelCheck:
                      probes: list[Probe]) -> list[dict[str, Any]]:
         shots = [plan_shot(runner, session.plan, p) for p in probes]
         session.drain_events()
-        session.drain_l7_flows()
+        session.drain_l7_batch()
         session.drain_mesh_decisions()
         traffic = await asyncio.gather(*(self._fire(session, s) for s in shots))
         await asyncio.sleep(0)  # events are written before the packet moves on; read them all
         events = session.drain_events()
-        l7_flows = session.drain_l7_flows()
+        l7_batch = session.drain_l7_batch()
+        l7_flows = list(l7_batch.flows)
         decisions = session.drain_mesh_decisions()
         records = []
         for shot, sent in zip(shots, traffic, strict=True):
             if sent is None:
                 records.append(_probe_record(shot.probe, None, "skipped", shot.skip))
                 continue
-            sent = _with_proxy_word(shot, sent, l7_flows)
+            sent = _with_proxy_word(shot, sent, l7_flows, l7_batch.lost)
             out = outcome(sent, events, session.agents)
             if sent.flow is not None:
                 seen = kernel_mesh.observed(sent.flow[0], sent.flow[1], sent.flow[3],
@@ -166,7 +167,7 @@ class KernelCheck:
                 out = kernel_mesh.explain(out, seen)
             status, reason = _judge(shot.probe, out)
             if status == "failed":
-                reason = f"{reason} ({sent.detail})"
+                reason = f"{reason} ({sent.detail}){_proxy_flows(shot, sent, l7_flows)}"
             records.append(_probe_record(shot.probe, out, status, reason))
         return records
 
@@ -178,14 +179,27 @@ class KernelCheck:
             return await fire(session, shot)
 
 
-def _with_proxy_word(shot: Shot, sent: Traffic, flows: list[Flow]) -> Traffic:
+def _with_proxy_word(shot: Shot, sent: Traffic, flows: list[Flow], lost: int = 0) -> Traffic:
     """A gRPC or Kafka client that got no answer: the proxy's own flow says whether it denied
-    the request without answering (`kernel_l7.proxy_denial`) or the kernel dropped it."""
+    the request without answering (`kernel_l7.proxy_denial`) or the kernel dropped it. When
+    the batch lost flows, no denial flow proves nothing, and the detail says so."""
     if sent.got != "dropped" or shot.kind not in L7_CLIENT_KINDS or sent.flow is None:
         return sent
     _, dst, _, port = sent.flow
     why = proxy_denial(shot.src_ip, dst, port, shot.http, flows)
+    if why is None and lost:
+        return Traffic(sent.got, f"{sent.detail}; the proxies' flow log lost {lost} flows of "
+                       "this batch, so a discard cannot be told from a drop", sent.flow)
     return sent if why is None else Traffic("denied-l7", why, sent.flow)
+
+
+def _proxy_flows(shot: Shot, sent: Traffic, flows: list[Flow]) -> str:
+    """A failed gRPC or Kafka probe's proxy flows, for its report reason (`probe_flows`)."""
+    if shot.kind not in L7_CLIENT_KINDS or sent.flow is None:
+        return ""
+    _, dst, _, port = sent.flow
+    seen = probe_flows(shot.src_ip, dst, port, flows)
+    return f"; proxy flows: {' | '.join(seen) if seen else 'none'}"
 
 
 def kernel_check_report(suite: str, scenarios: list[Scenario], *, lab_name: str | None = None,

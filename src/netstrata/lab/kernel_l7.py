@@ -81,6 +81,41 @@ def proxy_denial(src: str, dst: str, port: int, params: dict[str, Any],
     return None
 
 
+def probe_flows(src: str, dst: str, port: int, flows: Iterable[Flow]) -> list[str]:
+    """The L7 flows the proxies recorded between the probe's ends (`src` to `dst:port` and the
+    answers back), one line per kind in first-seen order: verdict, type, and for Kafka the
+    API, version, topic and error code, with how many and their correlation ids. A mismatch
+    carries them, so a report shows what the proxy saw of the probe's requests without a
+    rerun; a client that repeats one request thousands of times costs one line."""
+    kinds: dict[str, list[int]] = {}
+    for flow in flows:
+        if flow.l7 is None or flow.ip is None:
+            continue
+        forward = ((flow.ip.source, flow.ip.destination) == (src, dst)
+                   and getattr(flow.l4, "destination_port", None) == port)
+        back = ((flow.ip.source, flow.ip.destination) == (dst, src)
+                and getattr(flow.l4, "source_port", None) == port)
+        if forward or back:
+            line, cid = _describe(flow)
+            kinds.setdefault(line, []).append(cid)
+    return [line + _ids(cids) for line, cids in kinds.items()]
+
+
+def _describe(flow: Flow) -> tuple[str, int]:
+    assert flow.l7 is not None
+    record, kind = flow.l7.record, flow.l7.type.name
+    if isinstance(record, Kafka):
+        return (f"{flow.verdict.name} {kind} {record.api_key} v{record.api_version} "
+                f"topic={record.topic or '-'} error={record.error_code}", record.correlation_id)
+    return f"{flow.verdict.name} {kind} {flow.summary}", 0
+
+
+def _ids(cids: list[int]) -> str:
+    if len(cids) == 1:
+        return f" #{cids[0]}" if cids[0] else ""
+    return f" x{len(cids)} (#{min(cids)}..#{max(cids)})"
+
+
 def _is_of(record: object, params: dict[str, Any]) -> bool:
     if isinstance(record, Kafka):
         return (record.topic == params.get("topic")
@@ -90,4 +125,4 @@ def _is_of(record: object, params: dict[str, Any]) -> bool:
     return False
 
 
-__all__ = ["L7_CLIENT_KINDS", "is_supported", "proxy_denial", "send", "settle"]
+__all__ = ["L7_CLIENT_KINDS", "is_supported", "probe_flows", "proxy_denial", "send", "settle"]

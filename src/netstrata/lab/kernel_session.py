@@ -12,7 +12,9 @@ one process per node (`agent/daemon.py`).
 
 Each node's proxy records its L7 decisions into the node's `FlowHub` (as the daemon's does),
 so a probe the proxy denied without an answer (a Kafka request Cilium discards) is still
-explained by the proxy's own flow; `drain_l7_flows()` reads what arrived since the last call.
+explained by the proxy's own flow. The same flows also go into the session's `L7FlowLog`,
+which keeps a batch's flows whole (a bounded follower queue dropped the oldest when one client
+flooded it); `drain_l7_flows()` reads what arrived since the last call.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from netstrata.agent.node import LocalEndpoint, NodeAgent, SyncResult
 from netstrata.agent.proxy import NodeProxyRunner
 from netstrata.datapath.maps import FlowEvent
 from netstrata.lab.cases import Probe
+from netstrata.lab.l7_flow_log import L7Batch, L7FlowLog
 from netstrata.lab.netlab import LabPlan, build_lab, destroy_lab, plan_lab
 from netstrata.lab.reference_check import ScenarioRunner
 from netstrata.lab.servers import LabServers, ServerSpec, listens_for
@@ -43,7 +46,6 @@ from netstrata.lab.topology import Topology
 from netstrata.mesh.rotation import RotationPolicy
 from netstrata.netns import ifindex, run_in_netns
 from netstrata.observe import Flow
-from netstrata.observe.store import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,6 @@ async def _blocking(fn: Callable[..., T], *args: object) -> T:
     return await asyncio.get_running_loop().run_in_executor(_NETLINK, functools.partial(fn, *args))
 
 T = TypeVar("T")
-L7_FEED: Final = 4096
-"""L7 flows a node keeps between two reads (one batch of probes makes a few per probe)."""
 Ports = Mapping[str, Iterable[tuple[int, str]]]
 """IP -> (port, protocol) pairs some probe aims at."""
 
@@ -140,7 +140,8 @@ class LabSession:
     servers: LabServers | None = None
     hubs: dict[str, FlowHub] = field(default_factory=dict)
     """Each node's flow store, fed by its proxy's L7 decisions."""
-    _l7_feeds: dict[str, Subscription] = field(default_factory=dict)
+    l7_log: L7FlowLog = field(default_factory=L7FlowLog)
+    """Every node proxy's L7 flows since the last drain, kept whole for judging a batch."""
     meshes: dict[str, NodeMesh] = field(default_factory=dict)
     """Each node's mesh listeners (agent/mesh_node.py), started with the first meshed view;
     from then on the agents write the mesh-capture maps."""
@@ -168,11 +169,11 @@ class LabSession:
                 # released (the view is the cluster's, as the reference run's); each case
                 # starts from an empty DNS cache
                 hub = session.hubs[node.key] = FlowHub(f"{node.cluster}/{node.name}")
-                session._l7_feeds[node.key] = hub.store.subscribe(L7_FEED)
                 proxy = session.proxies[node.key] = NodeProxyRunner(
                     agent, netns=node.netns, program=session.program_learned,
                     carry_learned=False,
-                    on_flow=hub.record, learning_lock=learning)
+                    on_flow=functools.partial(session._record_l7, hub),
+                    learning_lock=learning)
                 await proxy.start()
         except BaseException:
             await session.close()
@@ -229,9 +230,17 @@ class LabSession:
     def drain_events(self) -> dict[str, list[FlowEvent]]:
         return {key: agent.drain_events() for key, agent in self.agents.items()}
 
+    def _record_l7(self, hub: FlowHub, flow: Flow) -> None:
+        self.l7_log.record(hub.record(flow))
+
     def drain_l7_flows(self) -> list[Flow]:
-        """The proxies' L7 flows recorded since the last call, every node's."""
-        return [f for feed in self._l7_feeds.values() for f in feed.take_nowait().flows]
+        """The proxies' L7 flows recorded since the last call, every node's (lost ones aside:
+        `drain_l7_batch` counts them)."""
+        return list(self.drain_l7_batch().flows)
+
+    def drain_l7_batch(self) -> L7Batch:
+        """The proxies' L7 flows recorded since the last call, with the count of any lost."""
+        return self.l7_log.drain()
 
     def drain_mesh_decisions(self) -> list[MeshDecisionRecord]:
         """The destination proxies' mesh authorization decisions since the last call."""
@@ -266,9 +275,6 @@ class LabSession:
         for proxy in self.proxies.values():
             await proxy.aclose()
         self.proxies.clear()
-        for feed in self._l7_feeds.values():
-            feed.close()
-        self._l7_feeds.clear()
         for hub in self.hubs.values():
             hub.close()
         self.hubs.clear()

@@ -12,6 +12,10 @@ namespace before exec (`clients.run_in_netns`), and reads one JSON line back:
                                     -> {"code": "OK"|"TopicAuthorizationFailedError"|...,
                                         "detail": "..."}
 
+A Kafka probe that fails says which request was left without an answer (`KafkaTrace`): a
+client makes several requests before the one a probe is about, and "RequestTimedOutError"
+alone cannot tell a discarded CreateTopics from a Metadata lost on the way.
+
 Kafka roles are what a user's client does for each scenario action: `produce` a producer's
 send; `consume` and `fetch` an assigned consumer's fetch from offset 0 (Metadata, ListOffsets,
 Fetch); `metadata` one Metadata request for the topic; `createtopics` an admin client's
@@ -25,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
@@ -50,6 +56,80 @@ class ProbeResult:
     detail: str = ""
     response: str = ""
     """What the guide's client prints for a successful gRPC call."""
+
+
+_CONN_LOGGER: Final = "aiokafka.conn"
+_TRACE_CAP: Final = 64
+"""Requests a trace keeps: a probe makes fewer than ten; the cap only bounds a runaway."""
+
+
+@dataclass(slots=True)
+class _Sent:
+    api: str
+    """aiokafka's request struct name, e.g. `MetadataRequest_v1`."""
+    peer: str
+    correlation_id: object
+    """As aiokafka logged it (an int)."""
+    answered: bool = False
+
+
+class KafkaTrace(logging.Handler):
+    """Each request an aiokafka client sent and whether it was answered, read from the
+    client's own debug records (`aiokafka.conn` logs every request and response with its
+    peer and correlation id: the one way to see them without patching the library)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.sent: list[_Sent] = []
+        self.closes: list[str] = []
+        """Connections aiokafka closed, with its reason (a request timeout closes one)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        msg = str(record.msg)
+        if msg.startswith("Request to") and len(args) == 4 and len(self.sent) < _TRACE_CAP:
+            host, port, cid, request = args
+            self.sent.append(_Sent(type(request).__name__, f"{host}:{port}", cid))
+        elif msg.startswith("Response from") and len(args) >= 3:
+            peer, cid = f"{args[0]}:{args[1]}", args[2]
+            for sent in self.sent:
+                if (sent.peer, sent.correlation_id) == (peer, cid):
+                    sent.answered = True
+        elif msg.startswith("Closing connection") and len(args) >= 3:
+            reason = getattr(args[2], "name", args[2])  # aiokafka's CloseReason, or None
+            self.closes.append(f"{args[0]}:{args[1]} ({reason})")
+
+    def describe(self) -> str:
+        """Which requests went unanswered, and what was answered before them."""
+        lost = [f"{s.api} #{s.correlation_id} to {s.peer}" for s in self.sent if not s.answered]
+        done = [s.api for s in self.sent if s.answered]
+        parts = [f"no answer to {', '.join(lost)}" if lost else "every request was answered"]
+        parts.append(f"answered: {', '.join(done) or 'none'}")
+        if self.closes:
+            parts.append(f"closed: {'; '.join(self.closes)}")
+        return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def kafka_trace() -> Iterator[KafkaTrace]:
+    """Record the requests of aiokafka clients run inside the block."""
+    trace = KafkaTrace()
+    logger = logging.getLogger(_CONN_LOGGER)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(trace)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # the records are for the trace, not for the probe's stderr
+    try:
+        yield trace
+    finally:
+        logger.removeHandler(trace)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def _failed(exc: BaseException, trace: KafkaTrace) -> ProbeResult:
+    text = str(exc) or type(exc).__name__
+    return ProbeResult(type(exc).__name__, 0, f"{text}: {trace.describe()}")
 
 
 def grpc_call(target: str, method: str, timeout_s: float = 3.0) -> ProbeResult:
@@ -80,16 +160,17 @@ async def kafka_produce(
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
     )
-    try:
-        async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
-            await producer.start()
-            try:
-                meta = await producer.send_and_wait(topic, value)
-            finally:
-                await producer.stop()
-    except (KafkaError, TimeoutError, OSError) as exc:
-        failed = ProbeResult(type(exc).__name__, 0, str(exc))
-        return await _unauthorized(bootstrap, topic, timeout_s) or failed
+    with kafka_trace() as trace:
+        try:
+            async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
+                await producer.start()
+                try:
+                    meta = await producer.send_and_wait(topic, value)
+                finally:
+                    await producer.stop()
+        except (KafkaError, TimeoutError, OSError) as exc:
+            failed = _failed(exc, trace)
+            return await _unauthorized(bootstrap, topic, timeout_s) or failed
     return ProbeResult("OK", 0, f"offset {meta.offset}")
 
 
@@ -113,19 +194,20 @@ async def kafka_consume(bootstrap: str, topic: str, timeout_s: float = 3.0) -> P
         enable_auto_commit=False,
         request_timeout_ms=int(timeout_s * 1000),
     )
-    try:
-        async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
-            await consumer.start()
-            try:
-                tp = TopicPartition(topic, 0)
-                consumer.assign([tp])
-                consumer.seek(tp, 0)
-                batch = await consumer.getmany(tp, timeout_ms=int(timeout_s * 500))
-            finally:
-                await consumer.stop()
-    except (KafkaError, TimeoutError, OSError) as exc:
-        failed = ProbeResult(type(exc).__name__, 0, str(exc))
-        return await _unauthorized(bootstrap, topic, timeout_s) or failed
+    with kafka_trace() as trace:
+        try:
+            async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
+                await consumer.start()
+                try:
+                    tp = TopicPartition(topic, 0)
+                    consumer.assign([tp])
+                    consumer.seek(tp, 0)
+                    batch = await consumer.getmany(tp, timeout_ms=int(timeout_s * 500))
+                finally:
+                    await consumer.stop()
+        except (KafkaError, TimeoutError, OSError) as exc:
+            failed = _failed(exc, trace)
+            return await _unauthorized(bootstrap, topic, timeout_s) or failed
     records = batch.get(TopicPartition(topic, 0), [])
     if not records and (denied := await _unauthorized(bootstrap, topic, timeout_s)):
         return denied
@@ -139,16 +221,17 @@ async def kafka_metadata(bootstrap: str, topic: str, timeout_s: float = 3.0) -> 
     from aiokafka.protocol.metadata import MetadataRequest
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    try:
-        async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
-            await client.bootstrap()
-            try:
-                node = client.get_random_node()
-                reply = await client.send(node, MetadataRequest([topic]))
-            finally:
-                await client.close()
-    except (KafkaError, TimeoutError, OSError) as exc:
-        return ProbeResult(type(exc).__name__, 0, str(exc))
+    with kafka_trace() as trace:
+        try:
+            async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
+                await client.bootstrap()
+                try:
+                    node = client.get_random_node()
+                    reply = await client.send(node, MetadataRequest([topic]))
+                finally:
+                    await client.close()
+        except (KafkaError, TimeoutError, OSError) as exc:
+            return _failed(exc, trace)
     for code, name, *_ in reply.topics:
         if name == topic and code != 0:
             error = for_code(code)
@@ -163,15 +246,16 @@ async def kafka_create_topic(bootstrap: str, topic: str, timeout_s: float = 3.0)
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
                                 request_timeout_ms=int(timeout_s * 1000))
-    try:
-        async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
-            await admin.start()
-            try:
-                await admin.create_topics([NewTopic(topic, 1, 1)])
-            finally:
-                await admin.close()
-    except (KafkaError, TimeoutError, OSError) as exc:
-        return ProbeResult(type(exc).__name__, 0, str(exc))
+    with kafka_trace() as trace:
+        try:
+            async with asyncio.timeout(timeout_s * KAFKA_BUDGET):
+                await admin.start()
+                try:
+                    await admin.create_topics([NewTopic(topic, 1, 1)])
+                finally:
+                    await admin.close()
+        except (KafkaError, TimeoutError, OSError) as exc:
+            return _failed(exc, trace)
     return ProbeResult("OK", 0, f"created {topic}")
 
 

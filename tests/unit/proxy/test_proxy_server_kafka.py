@@ -130,3 +130,21 @@ def test_garbage_frames_close_the_connection_and_others_are_served(
     assert raw(proxy, struct.pack(">i", 6) + b"\x00\x00\x00\x00\x00\x01") == b""  # truncated header
     metadata = encode_request(3, 1, 7, "raw", {"topics": [{"name": "orders"}]})
     assert decode_response(3, 1, raw(proxy, metadata))[0] == 7
+
+
+def test_a_discarded_create_topics_is_named_by_the_lab_probe(
+        setup: tuple[ProxyThread, Broker]) -> None:
+    # the proxy discards a denied CreateTopics (Cilium answers none); the lab's probe client
+    # must say that it was that request, not the ApiVersions/Metadata before it, that got no
+    # answer, so a `dropped` in a lab report explains itself
+    from netstrata.lab.probe_tools import kafka_create_topic
+
+    proxy, broker = setup
+    result = asyncio.run(kafka_create_topic(bootstrap(proxy), "new-topic", timeout_s=1.0))
+    assert result.code == "RequestTimedOutError", result
+    assert "no answer to CreateTopicsRequest_v" in result.detail, result.detail
+    assert "answered: ApiVersionRequest_v0, MetadataRequest_v" in result.detail, result.detail
+    assert 19 not in {key for key, _ in broker.requests}
+    dropped = [f.l7.record for f in proxy.flows if f.verdict == FV.DROPPED
+               and f.l7 is not None and f.l7.type == L7FlowType.REQUEST]
+    assert [(r.api_key, r.topic) for r in dropped] == [("createtopics", "new-topic")]
