@@ -24,18 +24,34 @@ CLIENT, BROKER, PORT = "10.1.1.12", "10.1.1.10", 9092
 CREATE = {"role": "createtopics", "topic": "new-topic"}
 
 
-def kafka_flow(api: str, topic: str, cid: int, *, kind: L7FlowType = L7FlowType.REQUEST,
-               verdict: FV = FV.DROPPED, error: int = 0, src: str = CLIENT) -> Flow:
-    return flow_from_l7_kafka(Packet(src, BROKER, 6, 40000 + cid % 1000, PORT), api_key=api,
-                              topic=topic, api_version=1, correlation_id=cid, error_code=error,
-                              l7_type=kind, verdict=verdict, time_ns=cid, node_name="node-1")
+def kafka_flow(
+    api: str,
+    topic: str,
+    cid: int,
+    *,
+    kind: L7FlowType = L7FlowType.REQUEST,
+    verdict: FV = FV.DROPPED,
+    error: int = 0,
+    src: str = CLIENT,
+) -> Flow:
+    return flow_from_l7_kafka(
+        Packet(src, BROKER, 6, 40000 + cid % 1000, PORT),
+        api_key=api,
+        topic=topic,
+        api_version=1,
+        correlation_id=cid,
+        error_code=error,
+        l7_type=kind,
+        verdict=verdict,
+        time_ns=cid,
+        node_name="node-1",
+    )
 
 
 def flood(log: L7FlowLog, count: int) -> None:
     for cid in range(1, count + 1):
         log.record(kafka_flow("metadata", "order-events", cid))
-        log.record(kafka_flow("metadata", "order-events", cid, kind=L7FlowType.RESPONSE,
-                              error=29))
+        log.record(kafka_flow("metadata", "order-events", cid, kind=L7FlowType.RESPONSE, error=29))
 
 
 def test_a_discard_recorded_before_a_flood_is_still_there_when_the_batch_is_judged() -> None:
@@ -75,15 +91,24 @@ def test_probe_flows_lists_each_kind_once_with_its_count() -> None:
 
 
 def _shot() -> Shot:
-    probe = Probe(raw={"kafka": {"action": "createtopics", "topic": "new-topic"}},
-                  id="createtopics", src="order-processor", to="kafka-broker",
-                  protocol="kafka", port=PORT, expect="denied-l7")
+    probe = Probe(
+        raw={"kafka": {"action": "createtopics", "topic": "new-topic"}},
+        id="createtopics",
+        src="order-processor",
+        to="kafka-broker",
+        protocol="kafka",
+        port=PORT,
+        expect="denied-l7",
+    )
     return Shot(probe, src_ip=CLIENT, dst_ip=BROKER, dport=PORT, kind="kafka", http=dict(CREATE))
 
 
 def test_a_silent_proxy_is_told_from_a_drop_and_a_lossy_batch_says_it_cannot_tell() -> None:
-    sent = Traffic("dropped", "RequestTimedOutError: no answer to CreateTopicsRequest_v0 #2",
-                   (CLIENT, BROKER, 6, PORT))
+    sent = Traffic(
+        "dropped",
+        "RequestTimedOutError: no answer to CreateTopicsRequest_v0 #2",
+        (CLIENT, BROKER, 6, PORT),
+    )
     denial = [kafka_flow("createtopics", "new-topic", 2)]
     assert _with_proxy_word(_shot(), sent, denial).got == "denied-l7"
     assert _with_proxy_word(_shot(), sent, []) == sent  # nothing lost: a real drop
