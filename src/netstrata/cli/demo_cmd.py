@@ -106,6 +106,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                          got, p.get("layer") or "", (p.get("rule") or "")[:70], mark))
         if rows:
             print(table(rows, ["FROM", "TO", "PORT", "REQUEST", "VERDICT", "LAYER", "DECIDED BY", "EXPECTED?"]))
+        for p in case["probes"]:  # a mismatch says why (what the client and the proxy saw)
+            if p["status"] == "failed":
+                print(f"MISMATCH {p['id']}: {p.get('reason') or 'no reason given'}")
         print()
     s = report["summary"]
     print(f"{s['passed']} scenarios as expected, {s['failed']} not, {s['skipped']} skipped "
