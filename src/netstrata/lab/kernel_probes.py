@@ -135,9 +135,6 @@ def _settle_kind(shot: Shot, plan: LabPlan, probe: Probe, fqdn: str | None) -> N
     elif kind in kernel_l7.L7_CLIENT_KINDS:
         shot.http = kernel_l7.settle(probe)
         shot.skip = kernel_l7.is_supported(shot.http)
-    elif kind in kernel_l7.L7_CLIENT_KINDS:
-        shot.http = kernel_l7.settle(probe)
-        shot.skip = kernel_l7.is_supported(shot.http)
     elif kind == "dns":
         dns = raw.get("dns") or {}
         shot.http = {"query": str(dns.get("query", "")), "qtype": str(dns.get("qtype", "A")),
