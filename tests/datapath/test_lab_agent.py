@@ -31,7 +31,7 @@ from netstrata.lab.netlab import leftovers  # noqa: E402
 from netstrata.netns import socket_in_netns  # noqa: E402
 
 NODE = "default/node-1"
-MAPS = ("nst_policy", "nst_ipcache", "nst_endpoints")
+MAPS = ("nst_policy", "nst_policy_exact", "nst_ipcache", "nst_endpoints")
 
 WORKLOADS = """
 apiVersion: v1
@@ -120,7 +120,8 @@ def reaches(state: LabState, pod: str) -> bool:
 
 
 def raw_maps(state: LabState) -> dict[str, Any]:
-    """Every entry of the policy, ipcache and endpoint maps, as bytes (bpftool's dump)."""
+    """Every entry of the policy (trie and exact hash), ipcache and endpoint maps, as bytes
+    (bpftool's dump)."""
     bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
     if not Path(bpftool).exists():
         pytest.skip("bpftool is needed to read the maps byte for byte")
