@@ -29,6 +29,7 @@ from datapathkit import echo_server as server  # noqa: E402
 from netstrata.datapath.kernel import Delta, KernelDatapath, policy_change  # noqa: E402
 from netstrata.datapath.loader import BpfMap  # noqa: E402
 from netstrata.datapath.loader import packets as pk  # noqa: E402
+from netstrata.datapath.maps import policy_entry_of, policy_key_of  # noqa: E402
 from netstrata.errors import DatapathError  # noqa: E402
 from netstrata.netns import create_netns, delete_netns, in_netns, list_bpf  # noqa: E402
 from netstrata.policy.types import Direction, MapStateEntry, MapStateKey  # noqa: E402
@@ -150,6 +151,27 @@ def test_apply_change_writes_only_the_delta_whatever_the_policy_size(  # type: i
         assert again.apply_change(policy_change(None, second)) == Delta()
         assert again.apply_policy(first) == Delta(1, 1, 1)
         assert again.dump_policy(EP_A) == big
+    finally:
+        again.close()
+
+
+def test_exact_ports_left_in_the_trie_by_older_pins_move_to_the_hash(  # type: ignore[no-untyped-def]
+    dp, pin_dir: Path
+) -> None:
+    """Maps pinned before `nst_policy_exact` held exact ports in the trie. A restarted agent
+    adopting them moves them to the hash, so a later removal (which asks the hash) removes them."""
+    kernel, netns = dp
+    exact, wide = _key(ID_B, 80), _key(ID_B, 64, 10)
+    kernel.apply_policy(resolved(EP_A, ID_A, {wide: MapStateEntry(cookie=2)}))
+    # written the old way, behind the datapath's back: an exact port in the trie
+    kernel._policy.update(policy_key_of(EP_A, exact), policy_entry_of(exact, MapStateEntry(cookie=1)))
+    again = KernelDatapath(pin_dir, netns=netns)
+    try:
+        assert again.apply_policy(resolved(EP_A, ID_A, {wide: MapStateEntry(cookie=2)})) == Delta(
+            0, 0, 1)
+        assert again.dump_policy(EP_A) == {wide: MapStateEntry(cookie=2)}
+        assert [k.prefixlen for k in again._policy.keys()] == [72 + 8 + 10]
+        assert again._policy_exact.keys() == []
     finally:
         again.close()
 
