@@ -14,7 +14,7 @@ host veth -> pod), identical except for what filters the forwarded packets:
 Because every lane exists for the whole run, lanes are measured interleaved (round-robin,
 rotated each round) for each N, so drift of the machine hits all of them alike and every
 ratio is taken against a baseline measured minutes apart at most. The load generator is
-`_loadgen` (C, pinned): 1-byte TCP request/response over one connection (RR), connect +
+`_loadgen` (C, pinned; client and server on CPU 0 by default): 1-byte TCP request/response over one connection (RR), connect +
 1-byte request/response + RST close (CRR), and one bulk stream.
 
 Everything lives in namespaces named `nstbn<pid>-...` and a pin directory `bench-<pid>`;
@@ -77,7 +77,11 @@ class DatapathBenchConfig:
     warmup: float = 0.3
     lanes: tuple[str, ...] = LANES
     client_cpu: int | None = 0
-    server_cpu: int | None = 1
+    server_cpu: int | None = 0
+    """Client and server share one vCPU, as the reference's ground rules and its veth anchors
+    measure it: every transaction stays on one CPU, so no cross-vCPU wakeup (an IPI, a VM exit on
+    this machine kind) sits in the round trip. With them on two vCPUs the round trip was 3-4x
+    longer and the lanes spread +-15 % between rounds; on one the spread is a few percent."""
     seed: int = 1
     wait_quiet_s: float = 0.0
     """Before each (N, metric), wait up to this long for other processes to leave the machine

@@ -97,7 +97,8 @@ def _register_datapath(bsub: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--lanes", default=None, help="comma-separated subset of baseline,ebpf,iptables,iptables-est,nftset")
     p.add_argument("--quick", action="store_true", help="N=0,1k,20k, 1 s, one round (about a minute)")
     p.add_argument("--client-cpu", type=_cpu, default=0, help="CPU for the load generator client ('none': unpinned)")
-    p.add_argument("--server-cpu", type=_cpu, default=1, help="CPU for the server")
+    p.add_argument("--server-cpu", type=_cpu, default=0,
+                   help="CPU for the server (default 0: the client's, no cross-CPU wakeup per transaction)")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                    help="before each point wait up to S seconds for other processes to leave the machine idle")
     p.add_argument("--plot", default="netstrata-bench-datapath.png", help="PNG to write (matplotlib)")
