@@ -24,6 +24,8 @@ import pytest
 
 pytest.importorskip("pyroute2", reason="pyroute2 is needed for namespaces and tc")
 
+from labkit import SERVER_CLIENT_OTHER  # noqa: E402
+
 from netstrata.datapath.kernel import KernelDatapath  # noqa: E402
 from netstrata.lab.control import lab_down, lab_processes, lab_up, start_agent  # noqa: E402
 from netstrata.lab.labstate import LabState, read_json, state_dir  # noqa: E402
@@ -33,28 +35,7 @@ from netstrata.netns import socket_in_netns  # noqa: E402
 NODE = "default/node-1"
 MAPS = ("nst_policy", "nst_policy_exact", "nst_ipcache", "nst_endpoints")
 
-WORKLOADS = """
-apiVersion: v1
-kind: Namespace
-metadata: {name: default}
----
-apiVersion: netstrata.io/v1alpha1
-kind: Workload
-metadata: {name: server, namespace: default, labels: {app: server}}
-spec:
-  node: node-1
-  ports: [{port: 8080, protocol: TCP, name: http}]
----
-apiVersion: netstrata.io/v1alpha1
-kind: Workload
-metadata: {name: client, namespace: default, labels: {app: client}}
-spec: {node: node-1}
----
-apiVersion: netstrata.io/v1alpha1
-kind: Workload
-metadata: {name: other, namespace: default, labels: {app: other}}
-spec: {node: node-1}
-"""
+WORKLOADS = SERVER_CLIENT_OTHER
 
 
 def policy(*apps: str) -> str:

@@ -142,15 +142,13 @@ def encode_policy_exact_keys(endpoint_id: int, keys: Sequence[MapStateKey]) -> b
 
 
 def _encode_entries(entries: Sequence[MapStateEntry], first_word: array[int]) -> bytes:
+    """`struct policy_entry` of every entry, given its first word as one little-endian u32
+    (FAST checks the host): proxy_port (bits 0-15), flags (16-23: `deny` is the DENY bit),
+    prefix_bits (24-31). One expression per entry costs less than three byte columns."""
     out = _words(len(entries), 12, ((0, first_word),
                                     (1, array("I", [e.precedence for e in entries])),
                                     (2, array("I", [e.cookie for e in entries]))))
     return bytes(out)
-
-
-# The first word of `policy_entry` as one little-endian u32 (FAST checks the host):
-# proxy_port (bits 0-15), flags (16-23: `deny` is the DENY bit), prefix_bits (24-31).
-# One expression per entry costs less than three byte columns strided in.
 
 
 def encode_policy_entries(keys: Sequence[MapStateKey], entries: Sequence[MapStateEntry]) -> bytes:
