@@ -24,7 +24,7 @@ import functools
 import logging
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,23 +193,23 @@ class LabSession:
         every node's proxy."""
         if not self.meshes and is_meshed_view(view):
             await self._start_mesh(view)
-        for mesh in self.meshes.values():
-            mesh.update(view)
-        results = [await _blocking(agent.sync, view) for agent in self.agents.values()]
-        for proxy in self.proxies.values():
-            proxy.update(view)
-        return results
+        return await self._push(view, lambda agent: _blocking(agent.sync, view))
 
     async def program_learned(self, view: ReferenceLab) -> list[SyncResult]:
         """`sync` for FQDN IPs a DNS proxy learned (or that expired): the same view into every
         node's maps, written from `_MAPS` (no netlink), so the answer the proxy holds meanwhile
         never waits for another lab's netlink work."""
+        loop = asyncio.get_running_loop()
+        return await self._push(view, lambda agent: loop.run_in_executor(
+            _MAPS, functools.partial(agent.sync, view, maps_only=True)))
+
+    async def _push(self, view: ReferenceLab,
+                    write: Callable[[NodeAgent], Awaitable[SyncResult]]) -> list[SyncResult]:
+        """`view` to the mesh listeners, then every node's maps (`write`, one agent at a time),
+        then the proxies: the order both `sync` and `program_learned` need."""
         for mesh in self.meshes.values():
             mesh.update(view)
-        loop = asyncio.get_running_loop()
-        results = [await loop.run_in_executor(_MAPS, functools.partial(agent.sync, view,
-                                                                       maps_only=True))
-                   for agent in self.agents.values()]
+        results = [await write(agent) for agent in self.agents.values()]
         for proxy in self.proxies.values():
             proxy.update(view)
         return results
