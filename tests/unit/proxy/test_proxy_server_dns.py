@@ -6,6 +6,7 @@ The asking pod is 127.0.0.2 (an egress endpoint); the DNS server 127.0.0.1 plays
 from __future__ import annotations
 
 import asyncio
+import errno
 import shutil
 import socket
 import socketserver
@@ -74,12 +75,27 @@ class _TCP(socketserver.BaseRequestHandler):
                 self.request.sendall(struct.pack(">H", len(reply)) + reply)
 
 
+def _udp_and_tcp_on_one_port() -> tuple[socketserver.UDPServer, socketserver.TCPServer]:
+    """A free UDP port, then TCP on the same number; that number may already be taken for TCP
+    (another test's connection, a lab's listener), so on EADDRINUSE try another one."""
+    for _ in range(50):
+        udp = socketserver.ThreadingUDPServer((KUBE_DNS_IP, 0), _UDP)
+        try:
+            tcp = socketserver.ThreadingTCPServer((KUBE_DNS_IP, udp.server_address[1]), _TCP)
+        except OSError as exc:
+            udp.server_close()
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        return udp, tcp
+    raise RuntimeError("no port free for both UDP and TCP in 50 tries")
+
+
 @pytest.fixture
 def upstream() -> Iterator[tuple[int, list[bytes]]]:
     """kube-dns stand-in on 127.0.0.1, UDP and TCP on one port; yields (port, queries seen)."""
     queries: list[bytes] = []
-    udp = socketserver.ThreadingUDPServer((KUBE_DNS_IP, 0), _UDP)
-    tcp = socketserver.ThreadingTCPServer((KUBE_DNS_IP, udp.server_address[1]), _TCP)
+    udp, tcp = _udp_and_tcp_on_one_port()
     for server in (udp, tcp):
         server.queries = queries  # type: ignore[attr-defined]
         server.daemon_threads = True
